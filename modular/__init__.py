@@ -1,0 +1,24 @@
+"""Modular Loops core: diffusers loop wrappers and loop blocks, composed and run for any host.
+
+Never imports ComfyUI. A plain script can run any loop:
+
+    from modular import discover, run_loop, BlockConfig
+    reg = discover()
+    result = run_loop(reg.entries["LoopWrapper"].cls,
+                      [("block_1", BlockConfig(reg.entries["LoopBlock"].cls, {"x": 0})),
+                       ("block_2", BlockConfig(reg.entries["LoopBlock"].cls))],
+                      loop_values={"num_steps": 3})
+    result.state.get("x")  # 6
+"""
+
+from .errors import BlockStepError, LoopConfigError, LoopError
+from .params import NOT_GIVEN, ParamSpec, check_value, parse_json_widget
+from .registry import BlockEntry, LoadProblem, Registry, discover
+from .runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
+from .state import copy_state, describe
+
+__all__ = [
+    "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "LoopConfigError",
+    "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value",
+    "copy_state", "describe", "discover", "parse_json_widget", "run_loop",
+]

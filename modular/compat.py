@@ -1,0 +1,145 @@
+"""The one module that talks to diffusers' loop API (`LoopSequentialPipelineBlocks`).
+
+Everything version-specific lives here, so that following upstream (e.g. its planned
+`IterativePipelineBlocks`) touches one file. Quirks of diffusers 0.42 absorbed here:
+- `from_blocks_dict` keeps the raw dict as `sub_blocks`, so a block given as a class is never
+  instantiated: `compose` instantiates classes first.
+- `outputs` of a loop omits `loop_intermediate_outputs` and `required_inputs` does not subtract
+  values produced inside the loop: `seeded_inputs` reads `inputs` and each param's `required`.
+- There is no step callback or interrupt hook: `instrument` replaces `loop_step` on the instance
+  (the hook point every wrapper calls once per iteration) and `progress_bar` (to learn the total).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from diffusers.modular_pipelines import (
+    ConditionalPipelineBlocks,
+    LoopSequentialPipelineBlocks,
+    ModularPipelineBlocks,
+    PipelineState,
+    SequentialPipelineBlocks,
+)
+from diffusers.modular_pipelines.modular_pipeline_utils import InsertableDict
+
+__all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class"]
+
+_COMPOSITE = (SequentialPipelineBlocks, ConditionalPipelineBlocks, LoopSequentialPipelineBlocks)
+
+
+def role_of(cls) -> str | None:
+    """"loop" for a concrete loop wrapper, "block" for a leaf block usable inside a loop, else None."""
+    if not inspect.isclass(cls) or not issubclass(cls, ModularPipelineBlocks) or inspect.isabstract(cls):
+        return None
+    if issubclass(cls, LoopSequentialPipelineBlocks):
+        return "loop" if cls.__call__ is not LoopSequentialPipelineBlocks.__call__ else None
+    if issubclass(cls, _COMPOSITE) or cls is ModularPipelineBlocks:
+        return None
+    return "block" if cls.__call__ is not ModularPipelineBlocks.__call__ else None
+
+
+def compose(wrapper_cls, blocks: dict):
+    """`wrapper_cls.from_blocks_dict(blocks)` with classes instantiated (the guide's mixed form works)."""
+    instances = InsertableDict()
+    for name, block in blocks.items():
+        instances[name] = block() if inspect.isclass(block) else block
+    return wrapper_cls.from_blocks_dict(instances)
+
+
+def seeded_inputs(wrapper) -> list:
+    """The `InputParam`s the loop reads from the pipeline state before step 0 (loop inputs first)."""
+    return [p for p in wrapper.inputs if p.name]
+
+
+def produced_names(wrapper) -> set[str]:
+    names = {o.name for o in wrapper.loop_intermediate_outputs if o.name}
+    for block in wrapper.sub_blocks.values():
+        names.update(o.name for o in block.intermediate_outputs if o.name)
+    return names
+
+
+class _TotalOnlyBar:
+    """Stands in for diffusers' tqdm bar: progress is reported per `loop_step`, so `update` is a no-op."""
+
+    def __init__(self, iterable=None):
+        self.iterable = iterable
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n=1):
+        pass
+
+
+def instrument(
+    wrapper,
+    before_step: Callable[[int], None],
+    after_step: Callable[[int, object], None],
+    on_block_error: Callable[[str, object, int, dict, BaseException], BaseException],
+    set_total: Callable[[int], None],
+    passthrough: tuple = (),
+):
+    """Hook the wrapper instance: `before_step(step)` and `after_step(step + 1, block_state)` around every
+    `loop_step`, `on_block_error(...)` turns a block's exception into the one raised, and
+    `set_total(n)` receives the total whenever the wrapper opens `self.progress_bar`.
+
+    `loop_step` keeps diffusers' semantics (each sub-block in order on the shared block state). A
+    wrapper class that overrides `loop_step` keeps its own; its failures are reported as the
+    wrapper's `loop_step`.
+    """
+    step = 0
+    items = list(wrapper.sub_blocks.items())
+    own_loop_step = type(wrapper).loop_step
+    custom = own_loop_step is not LoopSequentialPipelineBlocks.loop_step
+
+    def loop_step(components, block_state, **loop_vars):
+        nonlocal step
+        before_step(step)
+        if custom:
+            try:
+                components, block_state = own_loop_step(wrapper, components, block_state, **loop_vars)
+            except passthrough:
+                raise
+            except Exception as e:
+                raise on_block_error("loop_step", wrapper, step, loop_vars, e) from e
+        else:
+            for name, block in items:
+                try:
+                    components, block_state = block(components, block_state, **loop_vars)
+                except passthrough:
+                    raise
+                except Exception as e:
+                    raise on_block_error(name, block, step, loop_vars, e) from e
+        step += 1
+        after_step(step, block_state)
+        return components, block_state
+
+    def progress_bar(iterable=None, total=None):
+        if iterable is not None:
+            try:
+                set_total(len(iterable))
+            except TypeError:
+                pass
+        elif total is not None:
+            set_total(int(total))
+        return _TotalOnlyBar(iterable)
+
+    wrapper.loop_step = loop_step
+    wrapper.progress_bar = progress_bar
+    return wrapper
+
+
+def load_custom_block_class(folder) -> type:
+    """The block class of a diffusers custom-block folder (`modular_config.json` + `.py`), loaded by
+    diffusers' own `ModularPipelineBlocks.from_pretrained(..., trust_remote_code=True)`. The folder
+    is a local, installed one: nothing is fetched."""
+    block = ModularPipelineBlocks.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
+    return type(block)

@@ -1,0 +1,128 @@
+"""Run a loop: attached blocks -> one wrapper instance -> seeded state -> `wrapper(components, state)`.
+
+This is the one place a loop runs, for any host. A host passes its step hooks as plain callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import compat
+from .errors import BlockStepError, LoopConfigError, LoopError
+from .state import ValueSource, seed_state
+
+TOTAL_HINTS = ("num_inference_steps", "num_steps", "steps")
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """A configured loop block, as a block node hands it to a loop node."""
+
+    cls: type
+    values: dict = field(default_factory=dict)  # only the values given on the node
+    components: dict = field(default_factory=dict)
+    label: str | None = None  # how the host names where it was configured, e.g. "node 7"
+
+
+@dataclass
+class StepHooks:
+    """Host callbacks, all optional. `interrupt()` runs before each step and may raise (an exception of
+    a `passthrough` type leaves the loop unchanged); `preview(step, block_state)` makes a preview that
+    is handed to `progress(step, total, preview)` after each step. `total` is None when unknown."""
+
+    progress: Callable[[int, int | None, Any], None] | None = None
+    interrupt: Callable[[], None] | None = None
+    preview: Callable[[int, Any], Any] | None = None
+    passthrough: tuple = ()
+
+
+class LoopComponents:
+    """What a loop passes to its blocks as `components`: named components as attributes, and the device."""
+
+    def __init__(self, components: dict | None = None, device=None):
+        self.components = dict(components or {})
+        for name, value in self.components.items():
+            setattr(self, name, value)
+        self.device = device
+        self._execution_device = device
+
+
+@dataclass
+class LoopResult:
+    state: Any
+    steps: int
+    notes: list
+
+
+def run_loop(
+    wrapper_cls,
+    blocks: Sequence[tuple[str, BlockConfig]],
+    loop_values: dict | None = None,
+    state=None,
+    components: dict | None = None,
+    hooks: StepHooks | None = None,
+    device=None,
+    label: str | None = None,
+) -> LoopResult:
+    """Compose `blocks` (name, config) in order under `wrapper_cls` and run it on a copy of `state`."""
+    label = label or wrapper_cls.__name__
+    hooks = hooks or StepHooks()
+    if not blocks:
+        raise LoopConfigError(f"{label}: no loop blocks attached; connect at least one block node to the loop")
+
+    wrapper = compat.compose(wrapper_cls, {name: cfg.cls for name, cfg in blocks})
+    block_label = {name: f"'{name}' ({cfg.cls.__name__}" + (f", {cfg.label})" if cfg.label else ")") for name, cfg in blocks}
+    sources = [ValueSource(f"the loop ({label})", wrapper.loop_inputs, dict(loop_values or {}))]
+    sources += [ValueSource(f"block {block_label[name]}", wrapper.sub_blocks[name].inputs, dict(cfg.values)) for name, cfg in blocks]
+    seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label)
+    loop_components = LoopComponents(_merge_components(label, components, blocks), device)
+
+    total = next((seeded.get(k) for k in TOTAL_HINTS if isinstance(seeded.get(k), int)), None)
+    current = 0
+    done_steps = 0
+
+    def set_total(n):
+        nonlocal total
+        total = n
+
+    def before_step(step):
+        nonlocal current
+        current = step
+        if hooks.interrupt is not None:
+            hooks.interrupt()
+
+    def after_step(done, block_state):
+        nonlocal done_steps
+        done_steps = done
+        if hooks.progress is not None:
+            preview = hooks.preview(done, block_state) if hooks.preview is not None else None
+            hooks.progress(done, total, preview)
+
+    def on_block_error(name, block, step, loop_vars, cause):
+        configured = dict(blocks).get(name)
+        return BlockStepError(
+            label, name, type(block).__name__, step, loop_vars, cause, block_label=configured.label if configured else None
+        )
+
+    compat.instrument(wrapper, before_step, after_step, on_block_error, set_total, hooks.passthrough)
+    try:
+        _, final = wrapper(loop_components, seeded)
+    except (LoopError, *hooks.passthrough):
+        raise
+    except Exception as e:
+        raise LoopError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
+    return LoopResult(state=final, steps=done_steps, notes=notes)
+
+
+def _merge_components(label, loop_components, blocks):
+    merged = dict(loop_components or {})
+    for name, cfg in blocks:
+        for key, value in cfg.components.items():
+            if value is None:
+                continue
+            if merged.get(key) is not None and merged[key] is not value:
+                raise LoopConfigError(f"{label}: component '{key}' is given twice with different objects (block '{name}')")
+            merged[key] = value
+    return merged

@@ -1,0 +1,132 @@
+"""Seeding a `PipelineState` for a loop, and reading one back.
+
+Seeding rule (deterministic, documented in the README): every value the loop reads before step 0
+(`compat.seeded_inputs`) is taken from, in this order of precedence,
+  1. the values given on the loop node and on the block nodes that declare that input — all of them
+     must agree, else a `LoopConfigError` lists each node and its value;
+  2. the incoming state (a previous loop's result);
+  3. the declared `default`.
+A value given for an input that the loop produces itself before any block reads it (an
+intermediate output of an earlier block) is not seeded; it is returned as a note.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from . import compat
+from .errors import LoopConfigError
+from .params import check_value
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    """Values given by one node: `label` names it in messages; `params` are its InputParams."""
+
+    label: str
+    params: list
+    values: dict
+
+
+def copy_state(state) -> "compat.PipelineState":
+    """A copy whose values can be changed in place without touching `state` (node outputs are cached)."""
+    new = compat.PipelineState()
+    if state is None:
+        return new
+    for key, value in state.values.items():
+        new.values[key] = _copy_value(value)
+    new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
+    return new
+
+
+def _copy_value(value):
+    if hasattr(value, "clone") and hasattr(value, "detach"):
+        return value.detach().clone()
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if hasattr(a, "shape") or hasattr(b, "shape"):
+        try:
+            import torch
+
+            return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and bool(torch.equal(a, b))
+        except Exception:
+            return False
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:
+        return False
+
+
+def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop"):
+    """-> (state, notes). Raises LoopConfigError for conflicts, missing required inputs and wrong types."""
+    state = copy_state(initial)
+    params = compat.seeded_inputs(wrapper)
+    seeded = {p.name: p for p in params}
+    notes = []
+
+    for name, param in seeded.items():
+        given = [(s.label, s.values[name]) for s in sources if name in s.values]
+        if not given:
+            continue
+        first_label, first = given[0]
+        disagree = [(label, v) for label, v in given[1:] if not _same(v, first)]
+        if disagree:
+            listing = "; ".join(f"{label}: {v!r}" for label, v in given)
+            raise LoopConfigError(
+                f"{loop_label}: blocks that declare the input '{name}' share one value in the block state, "
+                f"but they were given different values ({listing}). Give them the same value, or give it on one "
+                f"node and leave the others empty."
+            )
+        state.set(name, first, param.kwargs_type)
+
+    for source in sources:
+        for name in source.values:
+            if name not in seeded:
+                notes.append(
+                    f"{loop_label}: '{name}' on {source.label} is produced inside the loop by an earlier block; "
+                    f"the given value is not used"
+                )
+
+    for name, param in seeded.items():
+        value = state.get(name)
+        if value is None and param.default is not None:
+            continue  # the block applies its declared default itself (get_block_state)
+        if value is None and param.required:
+            who = ", ".join(s.label for s in sources if any(p.name == name for p in s.params))
+            raise LoopConfigError(
+                f"{loop_label}: required input '{name}' is missing: give it on {who or 'the loop'} "
+                f"or in the incoming state"
+            )
+        for source in sources:
+            for p in source.params:
+                if p.name == name:
+                    reason = check_value(p, value)
+                    if reason:
+                        raise LoopConfigError(f"{loop_label}: input '{name}' of {source.label}: {reason}")
+    return state, notes
+
+
+def describe(state) -> list[tuple[str, str, str]]:
+    """(key, type, detail) for each value: dtype / shape / device for tensors, a short repr otherwise."""
+    rows = []
+    if state is None:
+        return rows
+    for key, value in state.values.items():
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            detail = f"shape={tuple(value.shape)} dtype={value.dtype}"
+            if hasattr(value, "device"):
+                detail += f" device={value.device}"
+            rows.append((key, type(value).__name__, detail))
+        else:
+            text = repr(value)
+            rows.append((key, type(value).__name__, text if len(text) <= 80 else text[:77] + "..."))
+    return rows
