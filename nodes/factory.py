@@ -1,0 +1,142 @@
+"""Node classes generated from block declarations: one loop node per loop wrapper, one block node per
+loop block. Node ids are a compatibility promise (docs/compatibility.md): `ModularLoop_<Class>` and
+`ModularBlock_<Class>`, named after the class alone so that moving a file keeps workflows working."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+
+import comfy.model_management
+import comfy.utils
+
+from ..modular import BlockConfig, StepHooks, run_loop
+from . import values
+from .values import BLOCK_TYPE, STATE_TYPE
+
+CATEGORY = "Modular Loops"
+MAX_BLOCKS = 16
+BLOCK_SOCKET = re.compile(r"block_(\d+)")
+log = logging.getLogger("modular_loops")
+
+
+def node_id(entry) -> str:
+    return f"{'ModularLoop' if entry.role == 'loop' else 'ModularBlock'}_{entry.name}"
+
+
+def _description(entry) -> str:
+    where = {"pack": "Modular Loops", "user": "a user blocks folder", "custom": "a diffusers custom-block folder"}
+    text = entry.description.strip()
+    return (text + "\n\n" if text else "") + f"{entry.cls.__name__} from {where[entry.origin]}."
+
+
+def _validator(names, check):
+    """A VALIDATE_INPUTS that ComfyUI sees with exactly `names` as arguments, so its own min / max
+    checks still run for every other input."""
+
+    def validate(cls, **kwargs):
+        problems = check(cls, kwargs)
+        return True if not problems else "; ".join(problems)
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ["cls", *names]]
+    validate.__signature__ = inspect.Signature(params)
+    return classmethod(validate)
+
+
+class BlockNode:
+    """A loop block's node: its widgets and sockets configure the block; the output goes to a loop node."""
+
+    ENTRY = None
+    RETURN_TYPES = (BLOCK_TYPE,)
+    RETURN_NAMES = ("block",)
+    FUNCTION = "configure"
+    CATEGORY = f"{CATEGORY}/blocks"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+        return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    @classmethod
+    def check(cls, kwargs):
+        return values.json_errors(cls.ENTRY.input_specs(), kwargs)
+
+    def configure(self, unique_id=None, **kwargs):
+        entry = self.ENTRY
+        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
+        config = BlockConfig(entry.cls, values.given_values(entry.input_specs(), kwargs), components, f"node {unique_id}")
+        return (config,)
+
+
+class LoopNode:
+    """A loop wrapper's node: runs `loop_step` over the block nodes attached to block_1, block_2, ...
+    in socket order, all sharing one block state, and outputs the final pipeline state."""
+
+    ENTRY = None
+    RETURN_TYPES = (STATE_TYPE,)
+    RETURN_NAMES = ("state",)
+    FUNCTION = "run"
+    CATEGORY = f"{CATEGORY}/loops"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+        blocks = {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
+                  for i in range(1, MAX_BLOCKS + 1)}
+        state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
+        return {"required": required, "optional": {**blocks, **state, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    @classmethod
+    def check(cls, kwargs):
+        problems = values.json_errors(cls.ENTRY.input_specs(), kwargs)
+        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
+            problems.append("no loop blocks attached: connect a block node to block_1")
+        return problems
+
+    def run(self, unique_id=None, state=None, **kwargs):
+        entry = self.ENTRY
+        attached = [(k, v) for k, v in kwargs.items() if BLOCK_SOCKET.fullmatch(k) and v is not None]
+        attached.sort(key=lambda kv: int(BLOCK_SOCKET.fullmatch(kv[0]).group(1)))
+        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
+        pbar = comfy.utils.ProgressBar(1)
+
+        def progress(step, total, preview):
+            pbar.update_absolute(step, total if total else step + 1, preview)
+
+        result = run_loop(
+            entry.cls,
+            attached,
+            loop_values=values.given_values(entry.input_specs(), kwargs),
+            state=state,
+            components=components,
+            hooks=StepHooks(
+                progress=progress,
+                interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+                passthrough=(comfy.model_management.InterruptProcessingException,),
+            ),
+            device=comfy.model_management.get_torch_device(),
+            label=f"{entry.name} (node {unique_id})",
+        )
+        for note in result.notes:
+            log.warning("[Modular Loops] %s", note)
+        return (result.state,)
+
+
+def _ordinal(i):
+    return {1: "first", 2: "second", 3: "third"}.get(i, f"{i}th")
+
+
+def make_node(entry) -> type:
+    base = LoopNode if entry.role == "loop" else BlockNode
+    specs = entry.input_specs()
+    names = values.json_widget_names(specs)
+    if entry.role == "loop":
+        names += [f"block_{i}" for i in range(1, MAX_BLOCKS + 1)]
+    attrs = {
+        "ENTRY": entry,
+        "DESCRIPTION": _description(entry),
+        "VALIDATE_INPUTS": _validator(names, lambda cls, kw: cls.check(kw)),
+        "__module__": __name__,
+    }
+    return type(node_id(entry), (base,), attrs)

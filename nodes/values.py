@@ -1,0 +1,99 @@
+"""ComfyUI <-> core: socket types, widget specs from `ParamSpec`s, and widget/socket values -> given values."""
+
+from __future__ import annotations
+
+import json
+
+from comfy.comfy_types.node_typing import IO
+
+from ..modular import NOT_GIVEN, parse_json_widget
+
+BLOCK_TYPE = "LOOP_BLOCK"
+STATE_TYPE = "PIPELINE_STATE"
+ANY = IO.ANY  # "*", with the `__ne__` that ComfyUI's validation needs to accept any type
+LINK_SUFFIX = "_link"
+INT_LIMIT = 0xFFFFFFFFFFFFFFFF
+
+
+def _tooltip(spec, extra=""):
+    parts = [spec.description.strip()] if spec.description else []
+    parts.append(f"type: {spec.type_name}" + (", required" if spec.required else ""))
+    if extra:
+        parts.append(extra)
+    return "\n".join(parts)
+
+
+def widget_entry(spec):
+    """The INPUT_TYPES entry of a widget-backed spec, or None for socket-only kinds."""
+    opts = dict(spec.options)
+    d = spec.default
+    if spec.kind == "int":
+        return ("INT", {"default": int(d or 0), "min": opts.get("min", -INT_LIMIT), "max": opts.get("max", INT_LIMIT),
+                        "step": opts.get("step", 1), "tooltip": _tooltip(spec)})
+    if spec.kind == "float":
+        return ("FLOAT", {"default": float(d or 0.0), "min": opts.get("min", -1e9), "max": opts.get("max", 1e9),
+                          "step": opts.get("step", 0.01), "round": False, "tooltip": _tooltip(spec)})
+    if spec.kind == "bool":
+        return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec)})
+    if spec.kind == "str":
+        return ("STRING", {"default": "" if d is None else str(d), "tooltip": _tooltip(spec)})
+    if spec.kind == "json":
+        shown = "none" if d is None else json.dumps(d, default=repr)
+        hint = (f"JSON. Empty: taken from the incoming state, else the default ({shown}). "
+                f"Connecting {spec.name}{LINK_SUFFIX} overrides it.")
+        return ("STRING", {"default": "", "placeholder": f"{spec.name} (JSON, default {shown})",
+                           "tooltip": _tooltip(spec, hint)})
+    return None
+
+
+def input_types(specs, component_specs):
+    """-> (required, optional) INPUT_TYPES dicts for a block's or loop's declared inputs."""
+    required, optional = {}, {}
+    for spec in specs:
+        entry = widget_entry(spec)
+        if entry is not None:
+            required[spec.name] = entry
+        if spec.kind == "json" and spec.name + LINK_SUFFIX not in required:
+            optional[spec.name + LINK_SUFFIX] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget."})
+        elif spec.kind == "object":
+            optional[spec.name] = (ANY, {"tooltip": _tooltip(spec)})
+    for spec in component_specs:
+        optional.setdefault(spec.name, (component_type(spec), {"tooltip": _tooltip(spec, "component")}))
+    return required, optional
+
+
+def component_type(spec) -> str:
+    return spec.type_name.upper() if spec.type_hint is not None else ANY
+
+
+def json_widget_names(specs) -> list[str]:
+    return [s.name for s in specs if s.kind == "json"]
+
+
+def given_values(specs, kwargs) -> dict:
+    """The values a node gives: typed widgets always, JSON widgets when not empty, links when connected."""
+    values = {}
+    for spec in specs:
+        if spec.kind == "json":
+            linked = kwargs.get(spec.name + LINK_SUFFIX)
+            if linked is not None:
+                values[spec.name] = linked
+                continue
+            parsed = parse_json_widget(kwargs.get(spec.name))
+            if parsed is not NOT_GIVEN:
+                values[spec.name] = parsed
+        elif spec.name in kwargs and kwargs[spec.name] is not None:
+            values[spec.name] = kwargs[spec.name]
+    return values
+
+
+def json_errors(specs, kwargs) -> list[str]:
+    errors = []
+    for name in json_widget_names(specs):
+        text = kwargs.get(name)
+        if isinstance(text, str):
+            try:
+                parse_json_widget(text)
+            except ValueError as e:
+                errors.append(f"{name}: not valid JSON ({e}); write e.g. 0, 1.5, \"text\", [1, 2] or {{\"k\": 1}}")
+    return errors
