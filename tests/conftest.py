@@ -12,6 +12,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SKIPPED_TIERS: dict[str, str] = {}
+REPORT: list[str] = []  # figures a tier measured on the way (shown at the end, not asserted)
 
 
 def skip_tier(tier: str, reason: str):
@@ -21,6 +22,8 @@ def skip_tier(tier: str, reason: str):
 
 
 def pytest_terminal_summary(terminalreporter):
+    for line in REPORT:
+        terminalreporter.write_line(f"[Modular Loops] {line}")
     for tier, reason in SKIPPED_TIERS.items():
         terminalreporter.write_line(f"!!! {tier.upper()} TIER SKIPPED: {reason}", red=True, bold=True)
 
@@ -28,3 +31,16 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A real ComfyUI (`main.py --cpu`) with this pack and the test user blocks installed."""
+    from comfy_host import ComfyServer, comfy_python, find_comfyui, install_blocks
+
+    comfy, _ = find_comfyui()
+    server = ComfyServer(comfy, comfy_python(comfy), tmp_path_factory.mktemp("comfy_base"))
+    install_blocks(server.blocks_dir, FIXTURES)
+    server.start()
+    yield server
+    server.stop()
