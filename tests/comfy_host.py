@@ -236,3 +236,44 @@ def install_blocks(dest: Path, fixtures: Path):
     shutil.copy(fixtures / "blocks" / "user_blocks.py", dest / "user_blocks.py")
     shutil.copytree(fixtures / "blocks" / "scale_block", dest / "scale_block", dirs_exist_ok=True)
     shutil.copy(fixtures / "broken" / "broken_blocks.py", dest / "broken_blocks.py")
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """A workflow as the UI saves it (nodes + links) -> the API prompt the UI would queue.
+
+    Widget values are matched to widget inputs in the node's declared input order (what the frontend
+    does); an INT with `control_after_generate` carries one extra value. Linked inputs become
+    [source node id, output slot]. Muted nodes are left out."""
+    links = {link[0]: (link[1], link[2]) for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) == 2:
+            continue
+        if node["type"] not in object_info:
+            raise KeyError(f"node {node['id']}: type {node['type']} is not installed")
+        info = object_info[node["type"]]
+        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        order = info.get("input_order") or {k: list(v) for k, v in info["input"].items() if k != "hidden"}
+        values = node.get("widgets_values") or []
+        inputs = {}
+        if isinstance(values, dict):
+            inputs.update({k: v for k, v in values.items() if k in spec})
+        else:
+            i = 0
+            for name in order.get("required", []) + order.get("optional", []):
+                kind, opts = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
+                if isinstance(kind, list) or kind in WIDGET_TYPES:
+                    if i < len(values):
+                        inputs[name] = values[i]
+                    i += 1
+                    if kind == "INT" and opts.get("control_after_generate"):
+                        i += 1
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                src, slot = links[inp["link"]]
+                inputs[inp["name"]] = [str(src), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from comfy_host import ValidationError, comfy_python, find_comfyui, missing_modules
-from conftest import REPORT, skip_tier
+from comfy_host import ValidationError, comfy_python, find_comfyui, missing_modules, ui_to_api
+from conftest import REPORT, ROOT, skip_tier
 
 COMFY, HOW = find_comfyui()
 if COMFY is None:
@@ -162,6 +162,20 @@ def test_user_blocks_run(server):
     prompt = loop_prompt(LOOP, {"num_steps": "3"}, [("ModularBlock_AddBlock", {"x": "1", "amount": "[10]"})])
     prompt["1"]["inputs"]["x"] = "[0]"
     assert server.run(prompt).text(102) == "[0, 10, 10, 10]"  # JSON widgets carry lists too
+
+
+def test_example_workflows_are_templates_and_run(server):
+    examples = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+    assert "guide_loop" in examples
+    assert sorted(server.get("/api/workflow_templates")["modular_loops"]) == examples
+    info = server.object_info()
+    for name in examples:
+        workflow = server.get(f"/api/workflow_templates/modular_loops/{name}.json")
+        result = server.run(ui_to_api(workflow, info))
+        assert result.status == "success", (name, result.error)
+        if name == "guide_loop":
+            preview = next(n["id"] for n in workflow["nodes"] if n["type"] == "PreviewAny")
+            assert result.text(preview) == "6"
 
 
 # --- bad input --------------------------------------------------------------------------------

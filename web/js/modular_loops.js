@@ -1,5 +1,6 @@
 // Modular Loops: tell loop nodes and block nodes apart at a glance.
-import { app } from "../../scripts/app.js";
+// This file is served at /extensions/<pack folder>/js/, three levels below the app root.
+import { app } from "../../../scripts/app.js";
 
 const LOOP_COLOR = { color: "#2a4a6a", bgcolor: "#355a7f" };
 const BLOCK_COLOR = { color: "#3a5a3a", bgcolor: "#4a6f4a" };
