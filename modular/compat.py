@@ -141,5 +141,12 @@ def load_custom_block_class(folder) -> type:
     """The block class of a diffusers custom-block folder (`modular_config.json` + `.py`), loaded by
     diffusers' own `ModularPipelineBlocks.from_pretrained(..., trust_remote_code=True)`. The folder
     is a local, installed one: nothing is fetched."""
-    block = ModularPipelineBlocks.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "trust_remote_code is enabled. Downloading code" notice is for Hub repos
+    try:
+        block = ModularPipelineBlocks.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     return type(block)

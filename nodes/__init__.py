@@ -31,19 +31,43 @@ def block_folders() -> list[str]:
     return list(folder_paths.get_folder_paths(BLOCKS_FOLDER)) + user_dirs_from_env()
 
 
+def shown_source(entry) -> str:
+    """Where a class came from, as a saved workflow may record it: never a full path (workflows are shared)."""
+    if entry.origin == "pack":
+        return "modular/blocks/" + os.path.basename(entry.source)
+    return os.path.basename(os.path.normpath(entry.source))
+
+
 def build_mappings():
-    registry = discover(block_folders())
+    folders = block_folders()
+    registry = discover(folders)
     for problem in registry.problems:
         log.error("[Modular Loops] could not load blocks from %s", problem)
-    classes, names = {}, {}
+    classes, names, origins = {}, {}, {}
     for entry in registry.entries.values():
         nid = node_id(entry)
         classes[nid] = make_node(entry)
         names[nid] = entry.name
+        origins[nid] = {"class": entry.name, "role": entry.role, "origin": entry.origin, "source": shown_source(entry)}
     for nid, (cls, display) in NODES.items():
         classes[nid] = cls
         names[nid] = display
-    return classes, names
+    return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems]}
 
 
-NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = build_mappings()
+def add_routes(info):
+    """GET /modular_loops/blocks: the installed loops and blocks, the blocks folders, the load problems."""
+    from aiohttp import web
+    from server import PromptServer
+
+    if getattr(PromptServer, "instance", None) is None:  # imported outside a running server
+        log.info("[Modular Loops] no PromptServer instance: /modular_loops/blocks not added")
+        return
+
+    @PromptServer.instance.routes.get("/modular_loops/blocks")
+    async def installed_blocks(request):
+        return web.json_response(info)
+
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, INSTALLED = build_mappings()
+add_routes(INSTALLED)

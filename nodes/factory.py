@@ -85,7 +85,8 @@ class LoopNode:
         blocks = {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
                   for i in range(1, MAX_BLOCKS + 1)}
         state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
-        return {"required": required, "optional": {**blocks, **state, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
+        # Block sockets last: the frontend grows them at the end of the node, in run order.
+        return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
     def check(cls, kwargs):

@@ -1,0 +1,287 @@
+// Browser tier: drives the real ComfyUI page in headless Debian Chromium with playwright-core.
+//   node scenarios.mjs <server url> <output dir>
+// Runs every scenario in one page and prints one JSON object: {scenario: result} (the assertions are
+// in tests/test_browser.py). Screenshots go to <output dir>.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const [url, outDir] = process.argv.slice(2);
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+fs.mkdirSync(outDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 820 } });
+const consoleLines = [];
+page.on("console", (m) => consoleLines.push({ type: m.type(), text: m.text() }));
+page.on("pageerror", (e) => consoleLines.push({ type: "pageerror", text: `${e.message}\n${e.stack ?? ""}` }));
+
+const results = {};
+async function scenario(name, fn) {
+  try {
+    results[name] = { ok: true, ...(await fn()) };
+  } catch (e) {
+    results[name] = { ok: false, error: String(e?.stack ?? e) };
+    await page.screenshot({ path: path.join(outDir, `failed_${name}.png`) }).catch(() => {});
+  }
+}
+
+async function openApp() {
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.vueAppReady, null, { timeout: 90000 });
+  await page.waitForFunction(() => window.app.extensions?.some((e) => e.name === "ModularLoops"), null, { timeout: 30000 });
+  await page.waitForTimeout(1000);
+}
+
+// Helpers installed in the page once.
+async function installHelpers() {
+  await page.evaluate(() => {
+    const { app, LiteGraph } = window;
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const settle = () => sleep(50);
+    const link = (id) => app.graph._links?.get?.(id) ?? app.graph.links?.[id];
+    window.ml = {
+      sleep, settle,
+      clear() { app.graph.clear(); },
+      add(type, pos, widgets = {}) {
+        const n = LiteGraph.createNode(type);
+        n.pos = pos;
+        app.graph.add(n);
+        for (const [k, v] of Object.entries(widgets)) n.widgets.find((w) => w.name === k).value = v;
+        return n.id;
+      },
+      node: (id) => app.graph.getNodeById(id),
+      slot: (id, name) => app.graph.getNodeById(id).inputs.findIndex((i) => i.name === name),
+      connect(fromId, toId, inputName, outSlot = 0) {
+        const to = app.graph.getNodeById(toId);
+        app.graph.getNodeById(fromId).connect(outSlot, to, to.inputs.findIndex((i) => i.name === inputName));
+      },
+      disconnect(toId, inputName) {
+        const to = app.graph.getNodeById(toId);
+        to.disconnectInput(to.inputs.findIndex((i) => i.name === inputName));
+      },
+      // The block sockets of a loop node: [name, label, source node id or null]
+      sockets(id) {
+        return app.graph.getNodeById(id).inputs.filter((i) => /^block_\d+$/.test(i.name))
+          .map((i) => [i.name, i.label ?? i.name, i.link != null ? link(i.link).origin_id : null]);
+      },
+      // A comparable picture of the graph: nodes (type, inputs with links) and links.
+      shape() {
+        const g = app.graph.serialize();
+        return {
+          nodes: g.nodes.map((n) => ({ id: n.id, type: n.type, inputs: (n.inputs ?? []).map((i) => [i.name, i.label ?? null, i.link]),
+            widgets: n.widgets_values ?? null })).sort((a, b) => a.id - b.id),
+          links: [...g.links].map((l) => (Array.isArray(l) ? l : [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]))
+            .sort((a, b) => a[0] - b[0]),
+        };
+      },
+      tracker: () => app.extensionManager.workflow.activeWorkflow.changeTracker,
+      previewText(id) {
+        const n = app.graph.getNodeById(id);
+        return n.widgets?.map((w) => String(w.value ?? "")).join("").trim();
+      },
+    };
+  });
+}
+
+await openApp();
+await installHelpers();
+
+await scenario("load", async () => {
+  const ours = consoleLines.filter((l) => ["error", "pageerror", "warning"].includes(l.type)
+    && /modular_loops|ModularLoop|ModularBlock|Modular Loops/i.test(l.text));
+  const ext = await page.evaluate(() => window.app.extensions.map((e) => e.name).filter((n) => n.startsWith("ModularLoops")));
+  return { packConsoleErrors: ours, extensions: ext };
+});
+
+await scenario("sockets", async () => {
+  return await page.evaluate(async () => {
+    const { ml } = window;
+    ml.clear();
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "3" });
+    const a = ml.add("ModularBlock_LoopBlock", [40, 40], { x: "0" });
+    const b = ml.add("ModularBlock_LoopBlock", [40, 200]);
+    const c = ml.add("ModularBlock_MultiplyBlock", [40, 360]);
+    ml.node(a).title = "A"; ml.node(b).title = "B"; ml.node(c).title = "C";
+    await ml.settle();
+    const fresh = ml.sockets(loop);
+    ml.connect(a, loop, "block_1"); await ml.settle();
+    ml.connect(b, loop, "block_2"); await ml.settle();
+    ml.connect(c, loop, "block_3"); await ml.settle();
+    const three = ml.sockets(loop);
+    ml.disconnect(loop, "block_2"); await ml.settle();
+    const closed = ml.sockets(loop);
+    // connecting onto a used socket replaces that block, sockets stay in order
+    ml.connect(b, loop, "block_1"); await ml.settle();
+    const replaced = ml.sockets(loop);
+    return { loop, a, b, c, fresh, three, closed, replaced };
+  });
+});
+
+await scenario("save_reload_paste_undo", async () => {
+  return await page.evaluate(async () => {
+    const { ml, app } = window;
+    ml.clear();
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "2" });
+    const ids = [0, 1, 2].map((k) => ml.add("ModularBlock_LoopBlock", [40, 40 + 150 * k], { x: k === 0 ? "0" : "" }));
+    for (const [k, id] of ids.entries()) { ml.connect(id, loop, `block_${k + 1}`); await ml.settle(); }
+    await ml.sleep(100);
+    const before = ml.shape();
+    const saved = JSON.parse(JSON.stringify(app.graph.serialize()));
+    await app.loadGraphData(saved);
+    await ml.sleep(200);
+    const reloaded = ml.shape();
+
+    // undo: a disconnect, then undo brings the socket and link back
+    const tracker = ml.tracker();
+    tracker.checkState();
+    const beforeDisconnect = ml.shape();
+    ml.disconnect(loop, "block_2");
+    await ml.sleep(100);
+    tracker.checkState();
+    const afterDisconnect = ml.sockets(loop);
+    await tracker.undo();
+    await ml.sleep(200);
+    const undone = ml.shape();
+
+    // paste: copy the loop and its blocks, paste, the copy has the same sockets and links
+    app.canvas.selectItems([loop, ...ids].map((id) => ml.node(id)));
+    app.canvas.copyToClipboard();
+    app.canvas.pasteFromClipboard({ position: [900, 400] });
+    await ml.sleep(200);
+    const loops = app.graph._nodes.filter((n) => n.type === "ModularLoop_LoopWrapper").map((n) => n.id);
+    const pasted = loops.filter((id) => id !== loop)[0];
+    return {
+      before, reloaded, beforeDisconnect, afterDisconnect, undone,
+      original: ml.sockets(loop).map((s) => [s[0], s[1]]),
+      pasted: pasted != null ? ml.sockets(pasted).map((s) => [s[0], s[1]]) : null,
+      pastedSources: pasted != null ? ml.sockets(pasted).map((s) => s[2]) : null, ids,
+    };
+  });
+});
+
+await scenario("queue_guide", async () => {
+  const ids = await page.evaluate(async () => {
+    const { ml } = window;
+    ml.clear();
+    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
+    const b2 = ml.add("ModularBlock_LoopBlock", [40, 220]);
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "3" });
+    const get = ml.add("ModularStateGet", [780, 80], { key: "x" });
+    const show = ml.add("PreviewAny", [1080, 80]);
+    ml.connect(b1, loop, "block_1"); await ml.settle();
+    ml.connect(b2, loop, "block_2"); await ml.settle();
+    ml.connect(loop, get, "state");
+    ml.connect(get, show, "source");
+    await ml.settle();
+    return { loop, show };
+  });
+  await page.evaluate(() => window.app.queuePrompt(0));
+  await page.waitForFunction((id) => window.ml.previewText(id) === "6", ids.show, { timeout: 60000 });
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(outDir, "guide_loop.png") });
+  const api = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+  const workflow = await page.evaluate(() => window.app.graph.serialize());
+  fs.writeFileSync(path.join(outDir, "guide_loop_workflow.json"), JSON.stringify(workflow, null, 2));
+  return { preview: await page.evaluate((id) => window.ml.previewText(id), ids.show), api, ids };
+});
+
+await scenario("error_marks_block", async () => {
+  const ids = await page.evaluate(async () => {
+    const { ml } = window;
+    ml.clear();
+    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
+    const bad = ml.add("ModularBlock_FailAtStepBlock", [40, 220], { fail_at: 1 });
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "3" });
+    const inspect = ml.add("ModularStateInspect", [780, 80]);
+    ml.connect(b1, loop, "block_1"); await ml.settle();
+    ml.connect(bad, loop, "block_2"); await ml.settle();
+    ml.connect(loop, inspect, "state");
+    return { loop, bad };
+  });
+  const errors = [];
+  await page.exposeFunction("__mlSawError", (d) => errors.push(d));
+  await page.evaluate(() => window.app.api.addEventListener("execution_error", ({ detail }) => window.__mlSawError(detail)));
+  await page.evaluate(() => window.app.queuePrompt(0));
+  await page.waitForFunction(() => window.app.extensions.find((e) => e.name === "ModularLoops").failedBlock() != null, null, { timeout: 60000 });
+  await page.waitForTimeout(500);
+  await page.keyboard.press("Escape");
+  await page.screenshot({ path: path.join(outDir, "error_marks_block.png") });
+  const failed = await page.evaluate(() => window.app.extensions.find((e) => e.name === "ModularLoops").failedBlock());
+  return { failed, ids, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id };
+});
+
+await scenario("templates_validate", async () => {
+  return await page.evaluate(async () => {
+    const { app } = window;
+    const res = await fetch("/api/workflow_templates");
+    const names = (await res.json()).modular_loops ?? [];
+    const out = {};
+    for (const name of names) {
+      const wf = await (await fetch(`/api/workflow_templates/modular_loops/${name}.json`)).json();
+      await app.loadGraphData(wf);
+      await new Promise((r) => setTimeout(r, 200));
+      const { output } = await app.graphToPrompt();
+      const r = await fetch("/api/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: output }) });
+      out[name] = { status: r.status, body: await r.json() };
+    }
+    return { names, out };
+  });
+});
+
+await scenario("saved_workflows_load", async () => {
+  // Workflows saved by earlier versions of the pack (tests/fixtures/workflows/) still load and validate.
+  const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "fixtures", "workflows");
+  const out = {};
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".json")).sort()) {
+    const wf = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8"));
+    out[file] = await page.evaluate(async (wf) => {
+      await window.app.loadGraphData(wf);
+      await new Promise((r) => setTimeout(r, 200));
+      const loops = window.app.graph._nodes.filter((n) => n.type.startsWith("ModularLoop_"));
+      const sockets = loops.map((n) => window.ml.sockets(n.id).map((s) => s[0]));
+      const { output } = await window.app.graphToPrompt();
+      const r = await fetch("/api/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: output }) });
+      return { sockets, status: r.status, body: await r.json() };
+    }, wf);
+  }
+  return { out };
+});
+
+await scenario("missing_block", async () => {
+  const warned = [];
+  const onConsole = (m) => { if (m.text().includes("[Modular Loops]")) warned.push(m.text()); };
+  page.on("console", onConsole);
+  await page.evaluate(async () => {
+    const wf = {
+      last_node_id: 2, last_link_id: 0, nodes: [
+        { id: 1, type: "ModularBlock_NotInstalledBlock", pos: [40, 40], size: [270, 60], flags: {}, order: 0, mode: 0,
+          inputs: [], outputs: [{ name: "block", type: "LOOP_BLOCK", links: null }],
+          properties: { "Modular Loops block": { origin: "user", source: "my_blocks.py" } }, widgets_values: ["1"] },
+        { id: 2, type: "ModularLoop_GoneLoop", pos: [400, 40], size: [270, 60], flags: {}, order: 1, mode: 0,
+          inputs: [], outputs: [], properties: {}, widgets_values: [] },
+      ], links: [], groups: [], config: {}, extra: {}, version: 0.4,
+    };
+    await window.app.loadGraphData(wf);
+  });
+  await page.waitForTimeout(800);
+  await page.screenshot({ path: path.join(outDir, "missing_block.png") });
+  const toast = await page.locator(".p-toast-message").allInnerTexts().catch(() => []);
+  page.off("console", onConsole);
+  await page.keyboard.press("Escape");
+  return { warned, toast };
+});
+
+await scenario("final_console", async () => {
+  const ours = consoleLines.filter((l) => ["error", "pageerror"].includes(l.type)
+    && /modular_loops|ModularLoop|ModularBlock|Modular Loops/i.test(l.text));
+  return { packConsoleErrors: ours };
+});
+
+await browser.close();
+console.log(JSON.stringify(results));

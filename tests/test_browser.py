@@ -1,0 +1,109 @@
+"""Browser tier: the real ComfyUI page in headless Debian Chromium, driven by playwright-core
+(`tests/browser/scenarios.mjs`). Skipped, loudly, without a ComfyUI, Chromium, node or playwright-core."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from comfy_host import comfy_python, find_comfyui, missing_modules
+from conftest import ROOT, skip_tier
+
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = ROOT / "tests" / ".artifacts" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+COMFY, HOW = find_comfyui()
+if COMFY is None:
+    skip_tier("browser", HOW)
+if missing_modules(comfy_python(COMFY)):
+    skip_tier("browser", f"the Python of the ComfyUI at {COMFY} cannot run it")
+if not os.access(CHROMIUM, os.X_OK):
+    skip_tier("browser", f"no Chromium at {CHROMIUM} (apt-get install chromium, or set $CHROMIUM_PATH)")
+if shutil.which("node") is None:
+    skip_tier("browser", "no node on PATH")
+if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+    skip_tier("browser", "playwright-core is not installed (run: npm ci --prefix tests/browser)")
+
+
+@pytest.fixture(scope="module")
+def page_results(comfy_server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["node", "scenarios.mjs", comfy_server.url, str(ARTIFACTS)], cwd=BROWSER_DIR,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def result(page_results, name):
+    r = page_results[name]
+    assert r["ok"], r.get("error")
+    return r
+
+
+def test_page_loads_with_no_console_error_from_the_pack(page_results):
+    r = result(page_results, "load")
+    assert r["extensions"] == ["ModularLoops"]
+    assert r["packConsoleErrors"] == []
+    assert result(page_results, "final_console")["packConsoleErrors"] == []
+
+
+def test_block_sockets_grow_close_up_and_show_run_order(page_results):
+    r = result(page_results, "sockets")
+    a, b, c = r["a"], r["b"], r["c"]
+    assert r["fresh"] == [["block_1", "block_1", None]]
+    assert r["three"] == [["block_1", "1. A", a], ["block_2", "2. B", b], ["block_3", "3. C", c], ["block_4", "block_4", None]]
+    assert r["closed"] == [["block_1", "1. A", a], ["block_2", "2. C", c], ["block_3", "block_3", None]]
+    assert r["replaced"] == [["block_1", "1. B", b], ["block_2", "2. C", c], ["block_3", "block_3", None]]
+
+
+def test_save_reload_undo_and_paste_restore_the_same_sockets(page_results):
+    r = result(page_results, "save_reload_paste_undo")
+    assert r["reloaded"] == r["before"]
+    assert [s[0] for s in r["afterDisconnect"]] == ["block_1", "block_2", "block_3"]
+    assert r["undone"] == r["beforeDisconnect"]
+    assert r["pasted"] == r["original"]
+    assert r["pastedSources"][-1] is None and len(set(r["pastedSources"][:-1]) & set(r["ids"])) == 0
+
+
+def test_queue_the_guide_loop_from_the_page_shows_6(page_results):
+    r = result(page_results, "queue_guide")
+    assert r["preview"] == "6"
+    loop = r["api"][str(r["ids"]["loop"])]
+    assert loop["class_type"] == "ModularLoop_LoopWrapper"
+    assert sorted(k for k in loop["inputs"] if k.startswith("block_")) == ["block_1", "block_2"]
+
+
+def test_error_marks_the_failing_block_node(page_results):
+    r = result(page_results, "error_marks_block")
+    assert r["failed"] == str(r["ids"]["bad"])
+    assert r["errorNode"] == str(r["ids"]["loop"])
+    assert "FailAtStepBlock, node %s" % r["ids"]["bad"] in r["message"] and "step 1" in r["message"]
+
+
+def test_every_example_workflow_loads_from_the_template_list_and_validates(page_results):
+    r = result(page_results, "templates_validate")
+    examples = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+    assert sorted(r["names"]) == examples
+    for name, answer in r["out"].items():
+        assert answer["status"] == 200 and answer["body"]["node_errors"] == {}, (name, answer)
+
+
+def test_missing_block_names_the_block_and_where_it_belongs(page_results):
+    r = result(page_results, "missing_block")
+    text = "\n".join(r["warned"])
+    assert "NotInstalledBlock from a user blocks folder (my_blocks.py)" in text
+    assert "GoneLoop: not shipped with Modular Loops" in text
+    assert any("Modular Loops: missing blocks" in t for t in r["toast"])
+
+
+def test_workflows_saved_by_earlier_versions_load_and_validate(page_results):
+    r = result(page_results, "saved_workflows_load")
+    saved = sorted(p.name for p in (ROOT / "tests" / "fixtures" / "workflows").glob("*.json"))
+    assert sorted(r["out"]) == saved and saved
+    for name, answer in r["out"].items():
+        assert answer["status"] == 200 and answer["body"]["node_errors"] == {}, (name, answer)
+        for sockets in answer["sockets"]:  # re-arranged: the connected ones and one free socket
+            assert sockets[-1] == f"block_{len(sockets)}" and len(sockets) >= 2
