@@ -191,6 +191,42 @@ def test_workflows_saved_by_earlier_versions_still_run(server):
         assert result.text(preview) == "6", path.name
 
 
+def run_tool(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "run_workflow.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_headless_runner_ui_and_api_formats(server, tmp_path):
+    ui = ROOT / "example_workflows" / "guide_loop.json"
+    preview = next(n["id"] for n in json.loads(ui.read_text())["nodes"] if n["type"] == "PreviewAny")
+    r = run_tool(ui, "--url", server.url, "--out", tmp_path / "ui")
+    assert r.returncode == 0, r.stderr
+    assert f"node {preview} (PreviewAny): 6" in r.stdout
+    assert json.loads((tmp_path / "ui" / "outputs.json").read_text())[str(preview)]["text"] == ["6"]
+    api = tmp_path / "guide_api.json"
+    api.write_text(json.dumps(guide_prompt(num_steps=4)))
+    r = run_tool(api, "--url", server.url)
+    assert r.returncode == 0 and "node 102 (PreviewAny): 8" in r.stdout, r.stderr
+
+
+def test_headless_runner_reports_invalid_and_failing_workflows(server, tmp_path):
+    bad = guide_prompt()
+    del bad["100"]["inputs"]["block_1"], bad["100"]["inputs"]["block_2"]
+    (tmp_path / "invalid.json").write_text(json.dumps(bad))
+    r = run_tool(tmp_path / "invalid.json", "--url", server.url)
+    assert r.returncode == 2 and "no loop blocks attached" in r.stderr
+    failing = loop_prompt(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": "0"}), ("ModularBlock_FailAtStepBlock", {"fail_at": 1})])
+    (tmp_path / "failing.json").write_text(json.dumps(failing))
+    r = run_tool(tmp_path / "failing.json", "--url", server.url)
+    assert r.returncode == 1 and "FailAtStepBlock, node 2) failed at step 1" in r.stderr
+    (tmp_path / "missing.json").write_text(json.dumps({"1": {"class_type": "ModularBlock_NotInstalled", "inputs": {}}}))
+    assert run_tool(tmp_path / "missing.json", "--url", server.url).returncode == 2
+    assert run_tool(tmp_path / "invalid.json", "--url", "http://127.0.0.1:9").returncode == 3
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

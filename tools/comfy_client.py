@@ -1,0 +1,248 @@
+"""A small client for a running ComfyUI: its HTTP API (`/object_info`, `POST /prompt`, `/history`,
+`/interrupt`) and websocket, and the UI-workflow -> API-prompt conversion the frontend does when it
+queues. Used by `tools/run_workflow.py` and by the tests. Standard library only, except the
+websocket (websocket-client), which `run` uses when it is installed and polls `/history` without."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    status: str  # "success", "error" or "interrupted"
+    outputs: dict = field(default_factory=dict)
+    error: dict | None = None
+    progress: list = field(default_factory=list)  # (node, value, max) in arrival order
+    messages: list = field(default_factory=list)
+
+    def text(self, node_id) -> str:
+        return "".join(self.outputs[str(node_id)]["text"])
+
+
+class ValidationError(Exception):
+    def __init__(self, body):
+        super().__init__(json.dumps(body, indent=1))
+        self.body = body
+
+
+class ComfyClient:
+    """Talks to the ComfyUI at `url` (e.g. http://127.0.0.1:8188)."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path, body=None):
+        data = json.dumps(body if body is not None else {}).encode()
+        req = urllib.request.Request(self.url + path, data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return json.loads(raw) if raw.strip() else None
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                return {"http_status": e.code, **json.loads(body)}
+            except ValueError:
+                return {"http_status": e.code, "text": body.decode(errors="replace")}
+
+    def object_info(self, node_class=None):
+        info = self.get("/object_info" + (f"/{node_class}" if node_class else ""))
+        return info[node_class] if node_class else info
+
+    def queue(self, prompt, client_id=None):
+        """POST /prompt; returns the prompt id or raises ValidationError with ComfyUI's answer."""
+        body = self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
+        if "prompt_id" not in body:
+            raise ValidationError(body)
+        return body["prompt_id"]
+
+    def run(self, prompt, timeout=120, on_message=None) -> RunResult:
+        """Queue `prompt` and follow it on the websocket until it ends; read its outputs from /history.
+        Without websocket-client, poll /history instead (no progress messages then)."""
+        try:
+            import websocket  # websocket-client, as in ComfyUI's tests/execution
+        except ImportError:
+            if on_message is not None:
+                raise
+            return self.run_polling(prompt, timeout)
+
+        client_id = uuid.uuid4().hex
+        ws = websocket.WebSocket()
+        ws_url = "ws" + self.url[len("http"):] + f"/ws?clientId={client_id}"
+        ws.connect(ws_url, timeout=timeout)
+        try:
+            prompt_id = self.queue(prompt, client_id)
+            result = RunResult(prompt_id, "success")
+            deadline = time.time() + timeout
+            while True:
+                if time.time() > deadline:
+                    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+                raw = ws.recv()
+                if not isinstance(raw, str):
+                    continue  # binary preview frames
+                msg = json.loads(raw)
+                data = msg.get("data", {})
+                if data.get("prompt_id") not in (None, prompt_id):
+                    continue
+                result.messages.append(msg)
+                if on_message:
+                    on_message(msg, self)
+                kind = msg["type"]
+                if kind == "progress":
+                    result.progress.append((data["node"], data["value"], data["max"]))
+                elif kind == "execution_error":
+                    result.status, result.error = "error", data
+                    break
+                elif kind == "execution_interrupted":
+                    result.status, result.error = "interrupted", data
+                    break
+                elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                    break
+                elif kind == "execution_success":
+                    break
+        finally:
+            ws.close()
+        history = self.history(prompt_id)
+        result.outputs = history.get("outputs", {})
+        return result
+
+    def run_polling(self, prompt, timeout=120) -> RunResult:
+        prompt_id = self.queue(prompt)
+        history = self.history(prompt_id, timeout)
+        if not history:
+            raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+        result = RunResult(prompt_id, "success", outputs=history.get("outputs", {}))
+        for kind, data in history.get("status", {}).get("messages", []):
+            if kind in ("execution_error", "execution_interrupted"):
+                result.status, result.error = ("error" if kind == "execution_error" else "interrupted"), data
+        return result
+
+    def view(self, filename, subfolder="", kind="output") -> bytes:
+        """The bytes of a file a node wrote (an image's entry in its outputs)."""
+        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
+        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=60) as r:
+            return r.read()
+
+    def history(self, prompt_id, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            h = self.get(f"/history/{prompt_id}")
+            if prompt_id in h:
+                return h[prompt_id]
+            time.sleep(0.1)
+        return {}
+
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """A workflow as the UI saves it (nodes + links) -> the API prompt the UI would queue.
+
+    Widget values are matched to widget inputs in the node's declared input order (what the frontend
+    does); an INT with `control_after_generate` carries one extra value. Linked inputs become
+    [source node id, output slot]. Muted nodes are left out."""
+    links = {link[0]: (link[1], link[2]) for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) == 2:
+            continue
+        if node["type"] not in object_info:
+            raise KeyError(f"node {node['id']}: type {node['type']} is not installed")
+        info = object_info[node["type"]]
+        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        order = info.get("input_order") or {k: list(v) for k, v in info["input"].items() if k != "hidden"}
+        values = node.get("widgets_values") or []
+        inputs = {}
+        if isinstance(values, dict):
+            inputs.update({k: v for k, v in values.items() if k in spec})
+        else:
+            i = 0
+            for name in order.get("required", []) + order.get("optional", []):
+                kind, opts = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
+                if isinstance(kind, list) or kind in WIDGET_TYPES:
+                    if i < len(values):
+                        inputs[name] = values[i]
+                    i += 1
+                    if kind == "INT" and opts.get("control_after_generate"):
+                        i += 1
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                src, slot = links[inp["link"]]
+                inputs[inp["name"]] = [str(src), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyProcess(ComfyClient):
+    """A ComfyUI started here: `python main.py --listen 127.0.0.1 --port <free> <args>` in `comfy`,
+    its output appended to `log_path`."""
+
+    def __init__(self, comfy, python: str, args=(), log_path=None):
+        self.comfy, self.python, self.args = Path(comfy), python, list(args)
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
+        self.log_path = Path(log_path) if log_path else None
+        self.proc = None
+
+    def start(self, timeout=180):
+        log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
+        if self.log_path:
+            log.write(f"\n===== start {time.strftime('%X')} =====\n")
+            log.flush()
+        cmd = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch", *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats")
+                return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer in {timeout} s; log:\n{self.log()[-4000:]}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def last_log(self) -> str:
+        """The log since the latest start."""
+        return self.log().rsplit("===== start", 1)[-1]
