@@ -168,8 +168,12 @@ app.registerExtension({
       const onConfigure = nodeType.prototype.onConfigure;
       nodeType.prototype.onConfigure = function (info) {
         const r = onConfigure?.apply(this, arguments);
-        // LiteGraph copies saved inputs over the created ones index by index; drop any left over.
-        if (Array.isArray(info?.inputs) && this.inputs.length > info.inputs.length) this.inputs.length = info.inputs.length;
+        // LiteGraph copies saved inputs over the created ones index by index: drop left-over copies of
+        // an input that the saved list already has.
+        if (Array.isArray(info?.inputs) && this.inputs.length > info.inputs.length) {
+          const saved = new Set(info.inputs.map((i) => i.name));
+          this.inputs = this.inputs.filter((input, k) => k < info.inputs.length || !saved.has(input.name));
+        }
         scheduleArrange(this);
         return r;
       };
