@@ -76,6 +76,13 @@ def test_queue_the_guide_loop_from_the_page_shows_6(page_results):
     assert sorted(k for k in loop["inputs"] if k.startswith("block_")) == ["block_1", "block_2"]
 
 
+def test_running_loop_shows_its_step_and_the_interrupt_button_stops_it(page_results):
+    r = result(page_results, "progress_and_interrupt")
+    assert r["seen"][1] == 200 and 2 <= r["seen"][0] < 200
+    assert r["stoppedMs"] < 2000  # one step is 0.2 s
+    assert r["after"] is None  # the step counter is cleared when the run ends
+
+
 def test_error_marks_the_failing_block_node(page_results):
     r = result(page_results, "error_marks_block")
     assert r["failed"] == str(r["ids"]["bad"])

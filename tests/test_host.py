@@ -3,6 +3,8 @@ websocket as a user's browser drives it. Skipped, loudly, when no ComfyUI is fou
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -192,9 +194,6 @@ def test_workflows_saved_by_earlier_versions_still_run(server):
 
 
 def run_tool(*args):
-    import subprocess
-    import sys
-
     return subprocess.run([sys.executable, str(ROOT / "tools" / "run_workflow.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=300)
 

@@ -34,6 +34,8 @@ async function openApp() {
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.vueAppReady, null, { timeout: 90000 });
   await page.waitForFunction(() => window.app.extensions?.some((e) => e.name === "ModularLoops"), null, { timeout: 30000 });
   await page.waitForTimeout(1000);
+  await page.keyboard.press("Escape"); // a first start opens the template browser
+  await page.waitForTimeout(300);
 }
 
 // Helpers installed in the page once.
@@ -187,6 +189,35 @@ await scenario("queue_guide", async () => {
   const workflow = await page.evaluate(() => window.app.graph.serialize());
   fs.writeFileSync(path.join(outDir, "guide_loop_workflow.json"), JSON.stringify(workflow, null, 2));
   return { preview: await page.evaluate((id) => window.ml.previewText(id), ids.show), api, ids };
+});
+
+await scenario("progress_and_interrupt", async () => {
+  const ids = await page.evaluate(async () => {
+    const { ml } = window;
+    ml.clear();
+    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
+    const slow = ml.add("ModularBlock_SleepBlock", [40, 220], { seconds: 0.2 });
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "200" });
+    const inspect = ml.add("ModularStateInspect", [780, 80]);
+    ml.connect(b1, loop, "block_1"); await ml.settle();
+    ml.connect(slow, loop, "block_2"); await ml.settle();
+    ml.connect(loop, inspect, "state");
+    return { loop };
+  });
+  await page.evaluate(() => {
+    window.__mlInterrupted = false;
+    window.app.api.addEventListener("execution_interrupted", () => { window.__mlInterrupted = true; });
+  });
+  await page.evaluate(() => window.app.queuePrompt(0));
+  await page.waitForFunction((id) => (window.app.extensions.find((e) => e.name === "ModularLoops").step(id)?.[0] ?? 0) >= 2,
+    ids.loop, { timeout: 60000 });
+  const seen = await page.evaluate((id) => window.app.extensions.find((e) => e.name === "ModularLoops").step(id), ids.loop);
+  await page.screenshot({ path: path.join(outDir, "progress.png") });
+  const t0 = Date.now();
+  await page.evaluate(() => window.app.api.interrupt()); // what the Interrupt button calls
+  await page.waitForFunction(() => window.__mlInterrupted, null, { timeout: 30000 });
+  return { seen, stoppedMs: Date.now() - t0, after: await page.evaluate((id) =>
+    window.app.extensions.find((e) => e.name === "ModularLoops").step(id) ?? null, ids.loop) };
 });
 
 await scenario("error_marks_block", async () => {
