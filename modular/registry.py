@@ -48,13 +48,18 @@ class BlockEntry:
             return ""
 
     def input_specs(self) -> list[ParamSpec]:
-        params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
-        return input_specs(params)
+        """The specs of its own declared inputs (`loop_inputs` of a wrapper), read once."""
+        if "_input_specs" not in self.__dict__:
+            params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
+            self.__dict__["_input_specs"] = input_specs(params)
+        return self.__dict__["_input_specs"]
 
     def component_specs(self) -> list[ParamSpec]:
-        p = self.prototype
-        comps = p.loop_expected_components if self.role == "loop" else p.expected_components
-        return component_specs(comps)
+        if "_component_specs" not in self.__dict__:
+            p = self.prototype
+            comps = p.loop_expected_components if self.role == "loop" else p.expected_components
+            self.__dict__["_component_specs"] = component_specs(comps)
+        return self.__dict__["_component_specs"]
 
     def output_names(self) -> list[str]:
         p = self.prototype

@@ -81,6 +81,29 @@ async function installHelpers() {
         };
       },
       tracker: () => app.extensionManager.workflow.activeWorkflow.changeTracker,
+      ext: () => app.extensions.find((e) => e.name === "ModularLoops"),
+      // LoopBlock (x = 0) then a second block into a loop of `steps`, its state shown by Inspect State.
+      async twoBlockLoop(secondType, secondWidgets, steps) {
+        window.ml.clear();
+        const add = window.ml.add;
+        const first = add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
+        const second = add(secondType, [40, 220], secondWidgets);
+        const loop = add("ModularLoop_LoopWrapper", [400, 80], { num_steps: String(steps) });
+        const inspect = add("ModularStateInspect", [780, 80]);
+        window.ml.connect(first, loop, "block_1"); await settle();
+        window.ml.connect(second, loop, "block_2"); await settle();
+        window.ml.connect(loop, inspect, "state");
+        return { loop, second };
+      },
+      // Load a workflow, queue what the frontend would queue (graphToPrompt), return ComfyUI's answer.
+      async loadAndValidate(workflow) {
+        await app.loadGraphData(workflow);
+        await sleep(200);
+        const { output } = await app.graphToPrompt();
+        const r = await fetch("/api/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ prompt: output }) });
+        return { status: r.status, body: await r.json() };
+      },
       previewText(id) {
         const n = app.graph.getNodeById(id);
         return n.widgets?.map((w) => String(w.value ?? "")).join("").trim();
@@ -192,73 +215,45 @@ await scenario("queue_guide", async () => {
 });
 
 await scenario("progress_and_interrupt", async () => {
-  const ids = await page.evaluate(async () => {
-    const { ml } = window;
-    ml.clear();
-    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
-    const slow = ml.add("ModularBlock_SleepBlock", [40, 220], { seconds: 0.2 });
-    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "200" });
-    const inspect = ml.add("ModularStateInspect", [780, 80]);
-    ml.connect(b1, loop, "block_1"); await ml.settle();
-    ml.connect(slow, loop, "block_2"); await ml.settle();
-    ml.connect(loop, inspect, "state");
-    return { loop };
-  });
+  const ids = await page.evaluate(() => window.ml.twoBlockLoop("ModularBlock_SleepBlock", { seconds: 0.2 }, 200));
   await page.evaluate(() => {
     window.__mlInterrupted = false;
     window.app.api.addEventListener("execution_interrupted", () => { window.__mlInterrupted = true; });
   });
   await page.evaluate(() => window.app.queuePrompt(0));
-  await page.waitForFunction((id) => (window.app.extensions.find((e) => e.name === "ModularLoops").step(id)?.[0] ?? 0) >= 2,
-    ids.loop, { timeout: 60000 });
-  const seen = await page.evaluate((id) => window.app.extensions.find((e) => e.name === "ModularLoops").step(id), ids.loop);
+  await page.waitForFunction((id) => (window.ml.ext().step(id)?.[0] ?? 0) >= 2, ids.loop, { timeout: 60000 });
+  const seen = await page.evaluate((id) => window.ml.ext().step(id), ids.loop);
   await page.screenshot({ path: path.join(outDir, "progress.png") });
   const t0 = Date.now();
   await page.evaluate(() => window.app.api.interrupt()); // what the Interrupt button calls
   await page.waitForFunction(() => window.__mlInterrupted, null, { timeout: 30000 });
-  return { seen, stoppedMs: Date.now() - t0, after: await page.evaluate((id) =>
-    window.app.extensions.find((e) => e.name === "ModularLoops").step(id) ?? null, ids.loop) };
+  const stoppedMs = Date.now() - t0;
+  return { seen, stoppedMs, after: await page.evaluate((id) => window.ml.ext().step(id) ?? null, ids.loop) };
 });
 
 await scenario("error_marks_block", async () => {
-  const ids = await page.evaluate(async () => {
-    const { ml } = window;
-    ml.clear();
-    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
-    const bad = ml.add("ModularBlock_FailAtStepBlock", [40, 220], { fail_at: 1 });
-    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "3" });
-    const inspect = ml.add("ModularStateInspect", [780, 80]);
-    ml.connect(b1, loop, "block_1"); await ml.settle();
-    ml.connect(bad, loop, "block_2"); await ml.settle();
-    ml.connect(loop, inspect, "state");
-    return { loop, bad };
-  });
+  const { loop, second } = await page.evaluate(() => window.ml.twoBlockLoop("ModularBlock_FailAtStepBlock", { fail_at: 1 }, 3));
+  const ids = { loop, bad: second };
   const errors = [];
   await page.exposeFunction("__mlSawError", (d) => errors.push(d));
   await page.evaluate(() => window.app.api.addEventListener("execution_error", ({ detail }) => window.__mlSawError(detail)));
   await page.evaluate(() => window.app.queuePrompt(0));
-  await page.waitForFunction(() => window.app.extensions.find((e) => e.name === "ModularLoops").failedBlock() != null, null, { timeout: 60000 });
+  await page.waitForFunction(() => window.ml.ext().failedBlock() != null, null, { timeout: 60000 });
   await page.waitForTimeout(500);
   await page.keyboard.press("Escape");
   await page.screenshot({ path: path.join(outDir, "error_marks_block.png") });
-  const failed = await page.evaluate(() => window.app.extensions.find((e) => e.name === "ModularLoops").failedBlock());
+  const failed = await page.evaluate(() => window.ml.ext().failedBlock());
   return { failed, ids, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id };
 });
 
 await scenario("templates_validate", async () => {
   return await page.evaluate(async () => {
-    const { app } = window;
     const res = await fetch("/api/workflow_templates");
     const names = (await res.json()).modular_loops ?? [];
     const out = {};
     for (const name of names) {
       const wf = await (await fetch(`/api/workflow_templates/modular_loops/${name}.json`)).json();
-      await app.loadGraphData(wf);
-      await new Promise((r) => setTimeout(r, 200));
-      const { output } = await app.graphToPrompt();
-      const r = await fetch("/api/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ prompt: output }) });
-      out[name] = { status: r.status, body: await r.json() };
+      out[name] = await window.ml.loadAndValidate(wf);
     }
     return { names, out };
   });
@@ -271,14 +266,9 @@ await scenario("saved_workflows_load", async () => {
   for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".json")).sort()) {
     const wf = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8"));
     out[file] = await page.evaluate(async (wf) => {
-      await window.app.loadGraphData(wf);
-      await new Promise((r) => setTimeout(r, 200));
+      const answer = await window.ml.loadAndValidate(wf);
       const loops = window.app.graph._nodes.filter((n) => n.type.startsWith("ModularLoop_"));
-      const sockets = loops.map((n) => window.ml.sockets(n.id).map((s) => s[0]));
-      const { output } = await window.app.graphToPrompt();
-      const r = await fetch("/api/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ prompt: output }) });
-      return { sockets, status: r.status, body: await r.json() };
+      return { ...answer, sockets: loops.map((n) => window.ml.sockets(n.id).map((s) => s[0])) };
     }, wf);
   }
   return { out };
