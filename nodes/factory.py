@@ -44,10 +44,31 @@ def _validator(names, check):
     return classmethod(validate)
 
 
-class BlockNode:
-    """A loop block's node: its widgets and sockets configure the block; the output goes to a loop node."""
+class DeclaredNode:
+    """What block and loop nodes share: inputs from the class's declarations, their JSON checks, and
+    reading the given values and components back out of ComfyUI's kwargs."""
 
     ENTRY = None
+
+    @classmethod
+    def declared_inputs(cls):
+        return values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+
+    @classmethod
+    def check(cls, kwargs):
+        return values.json_errors(cls.ENTRY.input_specs(), kwargs)
+
+    @classmethod
+    def given(cls, kwargs):
+        """-> (values given on the node, components connected to it)."""
+        entry = cls.ENTRY
+        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
+        return values.given_values(entry.input_specs(), kwargs), components
+
+
+class BlockNode(DeclaredNode):
+    """A loop block's node: its widgets and sockets configure the block; the output goes to a loop node."""
+
     RETURN_TYPES = (BLOCK_TYPE,)
     RETURN_NAMES = ("block",)
     FUNCTION = "configure"
@@ -55,25 +76,18 @@ class BlockNode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        required, optional = values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+        required, optional = cls.declared_inputs()
         return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    @classmethod
-    def check(cls, kwargs):
-        return values.json_errors(cls.ENTRY.input_specs(), kwargs)
-
     def configure(self, unique_id=None, **kwargs):
-        entry = self.ENTRY
-        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
-        config = BlockConfig(entry.cls, values.given_values(entry.input_specs(), kwargs), components, f"node {unique_id}")
-        return (config,)
+        given, components = self.given(kwargs)
+        return (BlockConfig(self.ENTRY.cls, given, components, f"node {unique_id}"),)
 
 
-class LoopNode:
+class LoopNode(DeclaredNode):
     """A loop wrapper's node: runs `loop_step` over the block nodes attached to block_1, block_2, ...
     in socket order, all sharing one block state, and outputs the final pipeline state."""
 
-    ENTRY = None
     RETURN_TYPES = (STATE_TYPE,)
     RETURN_NAMES = ("state",)
     FUNCTION = "run"
@@ -81,7 +95,7 @@ class LoopNode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        required, optional = values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+        required, optional = cls.declared_inputs()
         blocks = {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
                   for i in range(1, MAX_BLOCKS + 1)}
         state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
@@ -90,7 +104,7 @@ class LoopNode:
 
     @classmethod
     def check(cls, kwargs):
-        problems = values.json_errors(cls.ENTRY.input_specs(), kwargs)
+        problems = super().check(kwargs)
         if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
             problems.append("no loop blocks attached: connect a block node to block_1")
         return problems
@@ -99,7 +113,7 @@ class LoopNode:
         entry = self.ENTRY
         attached = [(k, v) for k, v in kwargs.items() if BLOCK_SOCKET.fullmatch(k) and v is not None]
         attached.sort(key=lambda kv: int(BLOCK_SOCKET.fullmatch(kv[0]).group(1)))
-        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
+        given, components = self.given(kwargs)
         pbar = comfy.utils.ProgressBar(1)
 
         def progress(step, total, preview):
@@ -108,7 +122,7 @@ class LoopNode:
         result = run_loop(
             entry.cls,
             attached,
-            loop_values=values.given_values(entry.input_specs(), kwargs),
+            loop_values=given,
             state=state,
             components=components,
             hooks=StepHooks(
