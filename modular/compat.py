@@ -86,10 +86,12 @@ def instrument(
     on_block_error: Callable[[str, object, int, dict, BaseException], BaseException],
     set_total: Callable[[int], None],
     passthrough: tuple = (),
+    after_block: Callable[[object, object], None] | None = None,
 ):
     """Hook the wrapper instance: `before_step(step)` and `after_step(step + 1, block_state)` around every
-    `loop_step`, `on_block_error(...)` turns a block's exception into the one raised, and
-    `set_total(n)` receives the total whenever the wrapper opens `self.progress_bar`.
+    `loop_step`, `after_block(block, block_state)` after each block (it may raise: the error is that
+    block's), `on_block_error(...)` turns a block's exception into the one raised, and `set_total(n)`
+    receives the total whenever the wrapper opens `self.progress_bar`.
 
     `loop_step` keeps diffusers' semantics (each sub-block in order on the shared block state). A
     wrapper class that overrides `loop_step` keeps its own; its failures are reported as the
@@ -114,6 +116,8 @@ def instrument(
             for name, block in items:
                 try:
                     components, block_state = block(components, block_state, **loop_vars)
+                    if after_block is not None:
+                        after_block(block, block_state)
                 except passthrough:
                     raise
                 except Exception as e:

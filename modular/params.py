@@ -6,7 +6,8 @@ A spec's `kind` says how a host shows the input:
   that accepts any value;
 - "object": any other type_hint (a tensor, a class): a socket only;
 - "component": an `expected_components` entry: a socket typed by the component's class.
-Widget limits come from `InputParam.metadata` keys "min", "max", "step".
+Widget limits come from `InputParam.metadata` keys "min", "max", "step"; a "choices" list makes a
+str input a drop-down of those values.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def input_specs(params) -> list[ParamSpec]:
         if not p.name:
             continue
         meta = p.metadata or {}
-        options = {k: meta[k] for k in ("min", "max", "step") if k in meta}
+        options = {k: meta[k] for k in ("min", "max", "step", "choices") if k in meta}
         specs.append(
             ParamSpec(
                 name=p.name,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import compat
+from .denoise import is_denoise_loop
 from .params import ParamSpec, component_specs, input_specs
 
 PACK_BLOCKS_PACKAGE = __package__ + ".blocks"
@@ -60,6 +61,11 @@ class BlockEntry:
             comps = p.loop_expected_components if self.role == "loop" else p.expected_components
             self.__dict__["_component_specs"] = component_specs(comps)
         return self.__dict__["_component_specs"]
+
+    @property
+    def is_denoise_loop(self) -> bool:
+        """A loop wrapper that walks a sampler's sigmas (see `modular/denoise.py`)."""
+        return self.role == "loop" and is_denoise_loop(s.name for s in self.input_specs())
 
     def output_names(self) -> list[str]:
         p = self.prototype

@@ -30,12 +30,15 @@ class BlockConfig:
 class StepHooks:
     """Host callbacks, all optional. `interrupt()` runs before each step and may raise (an exception of
     a `passthrough` type leaves the loop unchanged); `preview(step, block_state)` makes a preview that
-    is handed to `progress(step, total, preview)` after each step. `total` is None when unknown."""
+    is handed to `progress(step, total, preview)` after each step. `total` is None when unknown.
+    `check_block(block, block_state)` runs after every block and may raise: the error is reported as
+    that block's, at that step."""
 
     progress: Callable[[int, int | None, Any], None] | None = None
     interrupt: Callable[[], None] | None = None
     preview: Callable[[int, Any], Any] | None = None
     passthrough: tuple = ()
+    check_block: Callable[[Any, Any], None] | None = None
 
 
 class LoopComponents:
@@ -65,8 +68,12 @@ def run_loop(
     hooks: StepHooks | None = None,
     device=None,
     label: str | None = None,
+    host_values: dict | None = None,
 ) -> LoopResult:
-    """Compose `blocks` (name, config) in order under `wrapper_cls` and run it on a copy of `state`."""
+    """Compose `blocks` (name, config) in order under `wrapper_cls` and run it on a copy of `state`.
+
+    `host_values` are values the host itself provides (a sampler's latents, sigmas, model): they go into
+    the state as they are (not copied) and no node may give them."""
     label = label or wrapper_cls.__name__
     hooks = hooks or StepHooks()
     if not blocks:
@@ -76,7 +83,7 @@ def run_loop(
     block_label = {name: f"'{name}' ({cfg.cls.__name__}" + (f", {cfg.label})" if cfg.label else ")") for name, cfg in blocks}
     sources = [ValueSource(f"the loop ({label})", wrapper.loop_inputs, dict(loop_values or {}))]
     sources += [ValueSource(f"block {block_label[name]}", wrapper.sub_blocks[name].inputs, dict(cfg.values)) for name, cfg in blocks]
-    seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label)
+    seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label, fixed=host_values)
     loop_components = LoopComponents(_merge_components(label, components, blocks), device)
 
     total = next((seeded.get(k) for k in TOTAL_HINTS if isinstance(seeded.get(k), int)), None)
@@ -106,7 +113,7 @@ def run_loop(
             label, name, type(block).__name__, step, loop_vars, cause, block_label=configured.label if configured else None
         )
 
-    compat.instrument(wrapper, before_step, after_step, on_block_error, set_total, hooks.passthrough)
+    compat.instrument(wrapper, before_step, after_step, on_block_error, set_total, hooks.passthrough, hooks.check_block)
     try:
         _, final = wrapper(loop_components, seeded)
     except (LoopError, *hooks.passthrough):

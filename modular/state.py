@@ -66,12 +66,23 @@ def _same(a, b) -> bool:
         return False
 
 
-def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop"):
-    """-> (state, notes). Raises LoopConfigError for conflicts, missing required inputs and wrong types."""
+def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop", fixed=None):
+    """-> (state, notes). Raises LoopConfigError for conflicts, missing required inputs and wrong types.
+    `fixed` values (the host's own) are set as they are, above every other source."""
     state = copy_state(initial)
     params = compat.seeded_inputs(wrapper)
     seeded = {p.name: p for p in params}
     notes = []
+    fixed = dict(fixed or {})
+    for source in sources:
+        clash = sorted(set(source.values) & set(fixed))
+        if clash:
+            raise LoopConfigError(
+                f"{loop_label}: {', '.join(repr(n) for n in clash)} on {source.label} is provided by the loop's host "
+                f"(the sampler) and cannot be given on a node; disconnect it"
+            )
+    for name, value in fixed.items():
+        state.set(name, value)
 
     for name, param in seeded.items():
         given = [(s.label, s.values[name]) for s in sources if name in s.values]

@@ -10,6 +10,7 @@ import folder_paths
 from ..modular import discover
 from ..modular.registry import user_dirs_from_env
 from .factory import make_node, node_id
+from .sampler import sampler_nodes
 from .state_nodes import NODES
 
 BLOCKS_FOLDER = "modular_blocks"
@@ -45,10 +46,15 @@ def build_mappings():
         log.error("[Modular Loops] could not load blocks from %s", problem)
     classes, names, origins = {}, {}, {}
     for entry in registry.entries.values():
-        nid = node_id(entry)
-        classes[nid] = make_node(entry)
-        names[nid] = entry.name
-        origins[nid] = {"class": entry.name, "role": entry.role, "origin": entry.origin, "source": shown_source(entry)}
+        if entry.is_denoise_loop:
+            made = sampler_nodes(entry, make_node)
+        else:
+            made = {node_id(entry): (make_node(entry), entry.name)}
+        for nid, (cls, display) in made.items():
+            classes[nid] = cls
+            names[nid] = display
+            origins[nid] = {"class": entry.name, "role": entry.role, "origin": entry.origin,
+                            "source": shown_source(entry)}
     for nid, (cls, display) in NODES.items():
         classes[nid] = cls
         names[nid] = display

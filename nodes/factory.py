@@ -12,6 +12,7 @@ import comfy.model_management
 import comfy.utils
 
 from ..modular import BlockConfig, StepHooks, run_loop
+from ..modular.denoise import HOST_VALUES
 from . import values
 from .values import BLOCK_TYPE, STATE_TYPE
 
@@ -23,6 +24,18 @@ log = logging.getLogger("modular_loops")
 
 def node_id(entry) -> str:
     return f"{'ModularLoop' if entry.role == 'loop' else 'ModularBlock'}_{entry.name}"
+
+
+def attached_blocks(kwargs) -> list:
+    """(socket, BlockConfig) of the block nodes connected to block_1, block_2, ..., in socket order."""
+    attached = [(k, v) for k, v in kwargs.items() if BLOCK_SOCKET.fullmatch(k) and v is not None]
+    attached.sort(key=lambda kv: int(BLOCK_SOCKET.fullmatch(kv[0]).group(1)))
+    return attached
+
+
+def block_sockets():
+    return {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
+            for i in range(1, MAX_BLOCKS + 1)}
 
 
 def _description(entry) -> str:
@@ -51,19 +64,28 @@ class DeclaredNode:
     ENTRY = None
 
     @classmethod
+    def specs(cls):
+        """The declared inputs a node shows: a block's, or a denoise loop's, without the values a sampler
+        provides itself (`modular.denoise.HOST_VALUES`)."""
+        specs = cls.ENTRY.input_specs()
+        if cls.ENTRY.role == "block" or cls.ENTRY.is_denoise_loop:
+            specs = [s for s in specs if s.name not in HOST_VALUES]
+        return specs
+
+    @classmethod
     def declared_inputs(cls):
-        return values.input_types(cls.ENTRY.input_specs(), cls.ENTRY.component_specs())
+        return values.input_types(cls.specs(), cls.ENTRY.component_specs())
 
     @classmethod
     def check(cls, kwargs):
-        return values.json_errors(cls.ENTRY.input_specs(), kwargs)
+        return values.json_errors(cls.specs(), kwargs)
 
     @classmethod
     def given(cls, kwargs):
         """-> (values given on the node, components connected to it)."""
         entry = cls.ENTRY
         components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
-        return values.given_values(entry.input_specs(), kwargs), components
+        return values.given_values(cls.specs(), kwargs), components
 
 
 class BlockNode(DeclaredNode):
@@ -96,8 +118,7 @@ class LoopNode(DeclaredNode):
     @classmethod
     def INPUT_TYPES(cls):
         required, optional = cls.declared_inputs()
-        blocks = {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
-                  for i in range(1, MAX_BLOCKS + 1)}
+        blocks = block_sockets()
         state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
         # Block sockets last: the frontend grows them at the end of the node, in run order.
         return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
@@ -111,8 +132,7 @@ class LoopNode(DeclaredNode):
 
     def run(self, unique_id=None, state=None, **kwargs):
         entry = self.ENTRY
-        attached = [(k, v) for k, v in kwargs.items() if BLOCK_SOCKET.fullmatch(k) and v is not None]
-        attached.sort(key=lambda kv: int(BLOCK_SOCKET.fullmatch(kv[0]).group(1)))
+        attached = attached_blocks(kwargs)
         given, components = self.given(kwargs)
         pbar = comfy.utils.ProgressBar(1)
 
@@ -142,16 +162,13 @@ def _ordinal(i):
     return {1: "first", 2: "second", 3: "third"}.get(i, f"{i}th")
 
 
-def make_node(entry) -> type:
-    base = LoopNode if entry.role == "loop" else BlockNode
-    specs = entry.input_specs()
-    names = values.json_widget_names(specs)
+def make_node(entry, base=None, nid=None) -> type:
+    """The node class of `entry`: a block node, a loop node, or `base` (e.g. a sampler node) under `nid`."""
+    base = base or (LoopNode if entry.role == "loop" else BlockNode)
+    attrs = {"ENTRY": entry, "DESCRIPTION": _description(entry), "__module__": __name__}
+    cls = type(nid or node_id(entry), (base,), attrs)
+    names = values.json_widget_names(cls.specs())
     if entry.role == "loop":
-        names += [f"block_{i}" for i in range(1, MAX_BLOCKS + 1)]
-    attrs = {
-        "ENTRY": entry,
-        "DESCRIPTION": _description(entry),
-        "VALIDATE_INPUTS": _validator(names, lambda cls, kw: cls.check(kw)),
-        "__module__": __name__,
-    }
-    return type(node_id(entry), (base,), attrs)
+        names += list(block_sockets())
+    cls.VALIDATE_INPUTS = _validator(names, lambda c, kw: c.check(kw))
+    return cls

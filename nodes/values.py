@@ -35,6 +35,9 @@ def widget_entry(spec):
                           "step": opts.get("step", 0.01), "round": False, "tooltip": _tooltip(spec)})
     if spec.kind == "bool":
         return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec)})
+    if spec.kind == "str" and opts.get("choices"):
+        choices = [str(c) for c in opts["choices"]]
+        return (choices, {"default": str(d) if d in choices else choices[0], "tooltip": _tooltip(spec)})
     if spec.kind == "str":
         return ("STRING", {"default": "" if d is None else str(d), "tooltip": _tooltip(spec)})
     if spec.kind == "json":

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
 from tools.comfy_client import ComfyProcess, RunResult, ValidationError, ui_to_api  # noqa: E402
 
 __all__ = ["ComfyServer", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
-           "missing_modules", "install_blocks"]
+           "missing_modules", "install_blocks", "install_testkit", "TINY_SD3"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -76,6 +76,26 @@ class ComfyServer(ComfyProcess):
             link.symlink_to(ROOT, target_is_directory=True)
         super().__init__(comfy, python, ["--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"],
                          log_path=base / "comfyui.log")
+
+
+def install_testkit(server: "ComfyServer", fixtures: Path, log=None):
+    """The test-only nodes (tiny models, random conditioning, latent comparison) in custom_nodes/, and a
+    tiny SD3-architecture checkpoint in models/checkpoints/, written by ComfyUI's own Python."""
+    kit = fixtures / "comfy_testkit"
+    link = server.base / "custom_nodes" / "modular_loops_testkit"
+    if not link.exists():
+        link.symlink_to(kit, target_is_directory=True)
+    ckpt_dir = server.base / "models" / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_dir / TINY_SD3
+    if not ckpt.exists():
+        r = subprocess.run([server.python, str(kit / "__init__.py"), str(ckpt)], cwd=server.comfy, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"could not write the tiny SD3 checkpoint: {r.stderr[-2000:]}")
+
+
+TINY_SD3 = "tiny_sd3.safetensors"
 
 
 def install_blocks(dest: Path, fixtures: Path):

@@ -1,0 +1,125 @@
+"""Denoise loops: the contract between a sampler host and the denoise loop wrapper / step blocks.
+
+A *denoise loop* is a loop wrapper whose `loop_inputs` include `latents` and `sigmas`. It walks the
+sigmas, calling `loop_step(components, block_state, i=i, t=sigmas[i])` once per step, and its
+blocks read and write one shared block state. The host (e.g. ComfyUI's sampler machinery) provides
+these values; no node gives them:
+
+- `latents`: the sample x, in the host's space (ComfyUI: `x = x0 + sigma * noise` for eps / v models,
+  `x = (1 - sigma) * x0 + sigma * noise` for flow models), noised to `sigmas[0]`;
+- `sigmas`: the 1-D schedule, strictly decreasing, one step per consecutive pair;
+- `denoiser`: `denoiser(x, sigma_batch, **denoiser_kwargs) -> x0` (ComfyUI: the guided model,
+  with CFG, patches, ControlNet and inpaint masks applied);
+- `denoiser_kwargs`: the keyword arguments for it (ComfyUI's `extra_args`);
+- `noise_seed`: the seed of the sampler's noise (None: unseeded);
+- `flow_matching`: True when the model is a flow model (the second form of `latents` above);
+- `latent_image`, `noise`: the clean starting latent and the noise it was noised with (inpainting).
+
+Blocks write `denoised` (the x0 prediction of this step) and the next `latents`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import LoopConfigError
+from .runner import BlockConfig, LoopResult, StepHooks, run_loop
+
+HOST_VALUES = ("latents", "sigmas", "denoiser", "denoiser_kwargs", "noise_seed", "flow_matching", "latent_image",
+               "noise")
+CHECKED_OUTPUTS = ("latents", "denoised")
+
+
+def is_denoise_loop(loop_input_names) -> bool:
+    return {"latents", "sigmas"} <= set(loop_input_names)
+
+
+def check_sigmas(sigmas, label: str):
+    """A clear error for a schedule a denoise loop cannot walk."""
+    if getattr(sigmas, "ndim", None) != 1:
+        raise LoopConfigError(f"{label}: sigmas must be a 1-D schedule, got shape {tuple(getattr(sigmas, 'shape', ()))}")
+    if len(sigmas) < 2:
+        raise LoopConfigError(
+            f"{label}: zero steps: the sigmas hold {len(sigmas)} value(s), a denoise loop needs at least two "
+            f"(steps >= 1 and denoise > 0)")
+    values = [float(v) for v in sigmas]
+    bad = [i for i in range(len(values) - 1) if not values[i + 1] < values[i]]
+    if bad:
+        i = bad[0]
+        shown = ", ".join(f"{v:.4g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise LoopConfigError(
+            f"{label}: sigmas must be strictly decreasing, but sigma[{i + 1}] = {values[i + 1]:.4g} follows "
+            f"sigma[{i}] = {values[i]:.4g} ({shown})")
+    if any(v != v for v in values) or values[-1] < 0:
+        raise LoopConfigError(f"{label}: sigmas must be finite and not negative ({values})")
+
+
+def check_blocks(blocks: Sequence[tuple[str, BlockConfig]], label: str, available=()):
+    """The attached blocks must form a denoise loop: every required input of a block is provided by the
+    host, the loop or an earlier block, and some block writes the next `latents` (a step block)."""
+    have = set(HOST_VALUES) | set(available)
+    writes_latents = False
+    for name, cfg in blocks:
+        block = cfg.cls()
+        missing = [p.name for p in block.inputs if p.name and p.required and p.name not in have and p.name not in cfg.values]
+        if missing:
+            where = f"'{name}' ({cfg.cls.__name__}" + (f", {cfg.label})" if cfg.label else ")")
+            hint = " (attach a prediction block such as PredictDenoised before it)" if "denoised" in missing else ""
+            raise LoopConfigError(
+                f"{label}: block {where} reads {', '.join(repr(m) for m in missing)}, which no earlier block "
+                f"writes{hint}")
+        outputs = {o.name for o in block.intermediate_outputs if o.name}
+        writes_latents |= "latents" in outputs
+        have |= outputs
+    if not writes_latents:
+        raise LoopConfigError(
+            f"{label}: no step block: none of the attached blocks writes 'latents', so the loop would never "
+            f"move (attach a step block such as EulerStep after the prediction block)")
+
+
+def check_finite(block, block_state):
+    """After a block: the latents / x0 it wrote must be finite (stop at the step, not at a black image)."""
+    import torch
+
+    for name in CHECKED_OUTPUTS:
+        if not any(o.name == name for o in block.intermediate_outputs):
+            continue
+        value = getattr(block_state, name, None)
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            nan = bool(torch.isnan(value).any())
+            raise FloatingPointError(f"'{name}' holds {'NaN' if nan else 'infinite'} values after this block")
+
+
+def run_denoise(
+    wrapper_cls,
+    blocks: Sequence[tuple[str, BlockConfig]],
+    *,
+    latents,
+    sigmas,
+    denoiser,
+    denoiser_kwargs: dict | None = None,
+    noise_seed: int | None = None,
+    flow_matching: bool = False,
+    latent_image=None,
+    noise=None,
+    loop_values: dict | None = None,
+    components: dict | None = None,
+    hooks: StepHooks | None = None,
+    device=None,
+    label: str | None = None,
+) -> LoopResult:
+    """Run a denoise loop over `sigmas` from `latents`; the result's state holds the final `latents`."""
+    label = label or wrapper_cls.__name__
+    if not blocks:
+        raise LoopConfigError(f"{label}: no loop blocks attached; connect a prediction block and a step block")
+    check_sigmas(sigmas, label)
+    check_blocks(blocks, label, available=set(loop_values or {}))
+    hooks = hooks or StepHooks()
+    if hooks.check_block is None:
+        hooks = StepHooks(hooks.progress, hooks.interrupt, hooks.preview, hooks.passthrough, check_finite)
+    host = {
+        "latents": latents, "sigmas": sigmas, "denoiser": denoiser, "denoiser_kwargs": dict(denoiser_kwargs or {}),
+        "noise_seed": noise_seed, "flow_matching": bool(flow_matching), "latent_image": latent_image, "noise": noise,
+    }
+    return run_loop(wrapper_cls, blocks, loop_values=loop_values, components=components, hooks=hooks, device=device,
+                    label=label, host_values=host)

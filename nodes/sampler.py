@@ -1,0 +1,178 @@
+"""Denoise loops inside ComfyUI's sampler machinery.
+
+A denoise loop (a loop wrapper over sigmas, `modular/denoise.py`) gets two generated nodes:
+- `ModularSampler_<Class>`: a SAMPLER (`comfy.samplers.KSAMPLER`) for `SamplerCustomAdvanced` and
+  every node that takes one. NOISE, GUIDER and SIGMAS stay ComfyUI's own.
+- `ModularKSampler_<Class>`: the all-in-one node with KSampler's inputs, which runs the same SAMPLER
+  through `comfy.sample.sample_custom` as `SamplerCustom` does.
+Either way the loop's `denoiser` is ComfyUI's guided model (CFG, patches, ControlNet, inpaint masks),
+the progress bar, x0 previews and Interrupt are `latent_preview`'s and the ProgressBar's, and the
+model is loaded by ComfyUI's model management on its device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..modular import LoopConfigError, StepHooks
+from ..modular.denoise import check_blocks, run_denoise
+from .factory import BLOCK_SOCKET, DeclaredNode, attached_blocks, block_sockets
+
+CATEGORY = "Modular Loops/sampling"
+
+
+def denoise_sampler(entry, attached, given, components, label) -> comfy.samplers.KSAMPLER:
+    """A KSAMPLER whose sampler function runs the denoise loop `entry` with the `attached` blocks."""
+
+    def sample(model, noise, sigmas, extra_args=None, callback=None, disable=None):
+        # model: ComfyUI's KSamplerX0Inpaint (inpaint blending) around the guider around the model.
+        base = model.inner_model.inner_model
+        extra_args = dict(extra_args or {})
+        channels = base.latent_format.latent_channels
+        if noise.ndim >= 2 and noise.shape[1] != channels:
+            raise LoopConfigError(
+                f"{label}: the latent has {noise.shape[1]} channels but the model ({type(base).__name__}) works on "
+                f"{channels}; use a latent made for this model (its VAE, or Empty Latent Image)")
+
+        def payload(step, block_state):  # what ComfyUI's samplers hand their callback after step `step - 1`
+            i = step - 1
+            x = block_state.latents
+            return {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
+                    "denoised": getattr(block_state, "denoised", x)}
+
+        hooks = StepHooks(
+            progress=(lambda step, total, p: callback(p)) if callback is not None else None,
+            interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+            preview=payload if callback is not None else None,
+            passthrough=(comfy.model_management.InterruptProcessingException,),
+        )
+        result = run_denoise(
+            entry.cls, attached, latents=noise, sigmas=sigmas, denoiser=model, denoiser_kwargs=extra_args,
+            noise_seed=extra_args.get("seed"), flow_matching=isinstance(base.model_sampling, comfy.model_sampling.CONST),
+            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None),
+            loop_values=given, components=components, hooks=hooks, device=noise.device, label=label)
+        return result.state.get("latents")
+
+    return comfy.samplers.KSAMPLER(sample)
+
+
+class DenoiseLoopNode(DeclaredNode):
+    """What both sampler nodes share: the loop's own inputs, the block sockets, building the SAMPLER."""
+
+    @classmethod
+    def loop_inputs(cls):
+        required, optional = cls.declared_inputs()
+        return required, {**optional, **block_sockets()}
+
+    @classmethod
+    def check(cls, kwargs):
+        problems = super().check(kwargs)
+        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
+            problems.append("no loop blocks attached: connect a prediction block and a step block")
+        return problems
+
+    def make_sampler(self, unique_id, kwargs):
+        attached = attached_blocks(kwargs)
+        given, components = self.given(kwargs)
+        label = f"{self.ENTRY.name} (node {unique_id})"
+        if not attached:
+            raise LoopConfigError(f"{label}: no loop blocks attached; connect a prediction block and a step block")
+        check_blocks(attached, label, available=set(given))
+        return denoise_sampler(self.ENTRY, attached, given, components, label), label
+
+
+class SamplerNode(DenoiseLoopNode):
+    """The denoise loop as a SAMPLER, for SamplerCustomAdvanced (or any node taking a SAMPLER)."""
+
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = cls.loop_inputs()
+        return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def build(self, unique_id=None, **kwargs):
+        return (self.make_sampler(unique_id, kwargs)[0],)
+
+
+class KSamplerNode(DenoiseLoopNode):
+    """The denoise loop with KSampler's inputs: model, prompts, latent, seed, steps, cfg, scheduler, denoise."""
+
+    RETURN_TYPES = ("LATENT", "LATENT")
+    RETURN_NAMES = ("output", "denoised_output")
+    OUTPUT_TOOLTIPS = ("The denoised latent.", "The x0 prediction of the last step.")
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = cls.loop_inputs()
+        own = {
+            "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "The random seed used for creating the noise."}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of denoising steps."}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale."}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "How the sigmas are spaced."}),
+            "positive": ("CONDITIONING", {"tooltip": "What to include in the image."}),
+            "negative": ("CONDITIONING", {"tooltip": "What to exclude from the image."}),
+            "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "How much of the schedule to run; below 1 keeps part of the input (img2img)."}),
+        }
+        return {"required": {**own, **required}, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def sample(self, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, unique_id=None,
+               **kwargs):
+        sampler, label = self.make_sampler(unique_id, kwargs)
+        sigmas = schedule(model, scheduler, steps, denoise)
+        if len(sigmas) < 2:
+            raise LoopConfigError(f"{label}: zero steps: denoise {denoise} with {steps} steps leaves nothing to run")
+        latent = latent_image.copy()
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        latent["samples"] = samples
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        x0_output = {}
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
+        out_samples = comfy.sample.sample_custom(
+            model, noise, cfg, sampler, sigmas, positive, negative, samples, noise_mask=latent.get("noise_mask"),
+            callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        out = latent.copy()
+        out["samples"] = out_samples
+        denoised = out
+        if "x0" in x0_output:
+            denoised = latent.copy()
+            denoised["samples"] = model.model.process_latent_out(x0_output["x0"].cpu())
+        return (out, denoised)
+
+
+def schedule(model, scheduler, steps, denoise):
+    """The sigmas KSampler (and BasicScheduler) use for these steps and denoise."""
+    total = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.FloatTensor([])
+        total = int(steps / denoise)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+def sampler_nodes(entry, make_node):
+    """{node id: (class, display name)} of the two nodes of a denoise loop."""
+    return {
+        f"ModularSampler_{entry.name}": (make_node(entry, SamplerNode, f"ModularSampler_{entry.name}"),
+                                         f"{entry.name} Sampler"),
+        f"ModularKSampler_{entry.name}": (make_node(entry, KSamplerNode, f"ModularKSampler_{entry.name}"),
+                                          f"{entry.name} KSampler"),
+    }
