@@ -49,6 +49,7 @@ def _validator(names, check):
     checks still run for every other input."""
 
     def validate(cls, **kwargs):
+        kwargs.pop("unique_id", None)
         problems = check(cls, kwargs)
         return True if not problems else "; ".join(problems)
 
@@ -169,6 +170,8 @@ def make_node(entry, base=None, nid=None) -> type:
     cls = type(nid or node_id(entry), (base,), attrs)
     names = values.json_widget_names(cls.specs())
     if entry.role == "loop":
-        names += list(block_sockets())
+        # ComfyUI files a failed check once per validated input it was given; the JSON widgets are always
+        # given, and where there are none the hidden unique_id is, so a problem is reported exactly once.
+        names = (names or ["unique_id"]) + list(block_sockets())
     cls.VALIDATE_INPUTS = _validator(names, lambda c, kw: c.check(kw))
     return cls

@@ -74,7 +74,8 @@ class ComfyServer(ComfyProcess):
         link = base / "custom_nodes" / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        super().__init__(comfy, python, ["--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"],
+        super().__init__(comfy, python, ["--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+                                          "--preview-method", "latent2rgb"],
                          log_path=base / "comfyui.log")
 
 

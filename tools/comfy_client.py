@@ -24,6 +24,7 @@ class RunResult:
     outputs: dict = field(default_factory=dict)
     error: dict | None = None
     progress: list = field(default_factory=list)  # (node, value, max) in arrival order
+    previews: int = 0  # binary preview frames received
     messages: list = field(default_factory=list)
 
     def text(self, node_id) -> str:
@@ -94,7 +95,8 @@ class ComfyClient:
                     raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
                 raw = ws.recv()
                 if not isinstance(raw, str):
-                    continue  # binary preview frames
+                    result.previews += 1  # a binary preview frame
+                    continue
                 msg = json.loads(raw)
                 data = msg.get("data", {})
                 if data.get("prompt_id") not in (None, prompt_id):

@@ -9,7 +9,8 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
-const LOOP_PREFIX = "ModularLoop_";
+// Nodes with block sockets: state loops, and a denoise loop's SAMPLER and KSampler nodes.
+const LOOP_PREFIXES = ["ModularLoop_", "ModularSampler_", "ModularKSampler_"];
 const BLOCK_PREFIX = "ModularBlock_";
 const BLOCK_SOCKET = /^block_(\d+)$/;
 const BLOCK_TYPE = "LOOP_BLOCK";
@@ -17,7 +18,8 @@ const LOOP_COLOR = { color: "#2a4a6a", bgcolor: "#355a7f" };
 const BLOCK_COLOR = { color: "#3a5a3a", bgcolor: "#4a6f4a" };
 const ORIGIN_PROPERTY = "Modular Loops block";
 
-const isOurs = (type) => type?.startsWith(LOOP_PREFIX) || type?.startsWith(BLOCK_PREFIX);
+const isLoop = (type) => LOOP_PREFIXES.some((p) => type?.startsWith(p));
+const isOurs = (type) => isLoop(type) || type?.startsWith(BLOCK_PREFIX);
 const getLink = (graph, id) => graph?._links?.get?.(id) ?? graph?.links?.[id];
 
 // --- block sockets ----------------------------------------------------------------------------
@@ -83,7 +85,7 @@ function relabelLoopsFedBy(blockNode) {
     for (const id of output.links ?? []) {
       const link = getLink(blockNode.graph, id);
       const target = link && blockNode.graph.getNodeById(link.target_id);
-      if (target?.type?.startsWith(LOOP_PREFIX)) scheduleArrange(target);
+      if (isLoop(target?.type)) scheduleArrange(target);
     }
   }
 }
@@ -99,7 +101,7 @@ function findNode(id) {
 
 api.addEventListener("progress", ({ detail }) => {
   const node = findNode(detail?.node);
-  if (!node?.type?.startsWith(LOOP_PREFIX)) return;
+  if (!isLoop(node?.type)) return;
   stepOf.set(String(detail.node), [detail.value, detail.max]);
   node.setDirtyCanvas(true, false);
 });
@@ -128,7 +130,7 @@ let installed = {}; // node id -> {origin, source}, from /modular_loops/blocks
 
 function originText(type, saved) {
   const name = type.slice(type.indexOf("_") + 1);
-  const kind = type.startsWith(LOOP_PREFIX) ? "loop wrapper" : "loop block";
+  const kind = isLoop(type) ? "loop wrapper" : "loop block";
   if (saved?.origin === "pack") return `${kind} ${name} shipped with Modular Loops (${saved.source}); update or reinstall the pack`;
   if (saved?.origin) return `${kind} ${name} from a user blocks folder (${saved.source}); put that file into ComfyUI/models/modular_blocks/ and restart`;
   return `${kind} ${name}: not shipped with Modular Loops; it comes from a user blocks folder — put the file defining class ${name} into ComfyUI/models/modular_blocks/ and restart`;
@@ -144,18 +146,18 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!isOurs(nodeData.name)) return;
-    const isLoop = nodeData.name.startsWith(LOOP_PREFIX);
-    const style = isLoop ? LOOP_COLOR : BLOCK_COLOR;
+    const loop = isLoop(nodeData.name);
+    const style = loop ? LOOP_COLOR : BLOCK_COLOR;
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
       if (!this.color) Object.assign(this, style);
-      if (isLoop) arrangeBlockSockets(this);
+      if (loop) arrangeBlockSockets(this);
       return r;
     };
 
-    if (isLoop) {
+    if (loop) {
       nodeType.__mlMaxBlocks = Object.keys(nodeData.input?.optional ?? {}).filter((k) => BLOCK_SOCKET.test(k)).length;
 
       const onConnectionsChange = nodeType.prototype.onConnectionsChange;
@@ -238,7 +240,7 @@ app.registerExtension({
   },
 
   async loadedGraphNode(node) {
-    if (node.type?.startsWith(LOOP_PREFIX)) scheduleArrange(node);
+    if (isLoop(node.type)) scheduleArrange(node);
   },
 
   async beforeConfigureGraph(graphData) {

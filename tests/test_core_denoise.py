@@ -1,0 +1,163 @@
+"""Core tier, denoising: the denoise loop and its blocks on an analytic denoiser, without ComfyUI.
+
+The exact-parity tests against ComfyUI's samplers are in the host tier (test_denoise.py); here the
+update rules are checked against k-diffusion's formulas written out in the test, and the contract's
+checks (sigmas, block order, NaN) against their messages."""
+
+import pytest
+import torch
+
+from modular import BlockConfig, BlockStepError, LoopConfigError, StepHooks
+from modular.blocks import denoise as blocks
+from modular.blocks.diffusers_step import SCHEDULERS, DiffusersSchedulerStep
+from modular.denoise import HOST_VALUES, check_sigmas, run_denoise
+
+SIGMAS = torch.tensor([14.6, 7.0, 3.0, 1.2, 0.4, 0.0])
+X0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+NOISE = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def denoiser(x, sigma, **kwargs):
+    """An x0 predictor that depends on x and sigma, so that the solvers differ."""
+    return X0 + 0.1 * x / (1 + sigma[:, None, None, None] ** 2)
+
+
+def run(*step_blocks, sigmas=SIGMAS, den=denoiser, seed=3, **kw):
+    attached = [(f"block_{k}", b if isinstance(b, BlockConfig) else BlockConfig(b))
+                for k, b in enumerate([blocks.PredictDenoised, *step_blocks], start=1)]
+    return run_denoise(blocks.DenoiseLoop, attached, latents=NOISE * sigmas[0], sigmas=sigmas, denoiser=den,
+                       noise_seed=seed, latent_image=torch.zeros_like(NOISE), noise=NOISE, **kw)
+
+
+def reference_euler(sigmas=SIGMAS):
+    x = NOISE * sigmas[0]
+    for i in range(len(sigmas) - 1):
+        d = (x - denoiser(x, sigmas[i] * x.new_ones([1]))) / sigmas[i]
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def reference_dpmpp_2m(sigmas=SIGMAS):
+    x, old = NOISE * sigmas[0], None
+    t = lambda s: s.log().neg()  # noqa: E731
+    for i in range(len(sigmas) - 1):
+        den = denoiser(x, sigmas[i] * x.new_ones([1]))
+        h = t(sigmas[i + 1]) - t(sigmas[i])
+        if old is None or sigmas[i + 1] == 0:
+            x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * den
+        else:
+            r = (t(sigmas[i]) - t(sigmas[i - 1])) / h
+            x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * ((1 + 1 / (2 * r)) * den - (1 / (2 * r)) * old)
+        old = den
+    return x
+
+
+def test_euler_and_dpmpp_2m_follow_k_diffusion():
+    result = run(blocks.EulerStep)
+    assert result.steps == len(SIGMAS) - 1
+    assert torch.allclose(result.state.get("latents"), reference_euler(), atol=1e-5)
+    assert torch.allclose(run(blocks.DPMPP2MStep).state.get("latents"), reference_dpmpp_2m(), atol=1e-5)
+
+
+def test_dpmpp_2m_keeps_its_history_in_the_shared_state():
+    seen = []
+
+    def preview(step, block_state):
+        seen.append(getattr(block_state, "old_denoised", None) is not None)
+
+    run(blocks.DPMPP2MStep, hooks=StepHooks(progress=lambda *a: None, preview=preview))
+    assert seen == [True] * (len(SIGMAS) - 1)
+
+
+def test_euler_ancestral_is_seeded_and_eta_zero_is_euler():
+    a = run(blocks.EulerAncestralStep, seed=5).state.get("latents")
+    b = run(blocks.EulerAncestralStep, seed=5).state.get("latents")
+    c = run(blocks.EulerAncestralStep, seed=6).state.get("latents")
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    eta0 = BlockConfig(blocks.EulerAncestralStep, {"eta": 0.0})
+    assert torch.allclose(run(eta0).state.get("latents"), reference_euler(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULERS if SCHEDULERS[n][0] != "flow"])
+def test_every_offered_diffusers_scheduler_runs_on_given_sigmas(name):
+    if name == "LMSDiscreteScheduler":
+        pytest.importorskip("scipy")
+    result = run(BlockConfig(DiffusersSchedulerStep, {"scheduler": name}))
+    out = result.state.get("latents")
+    assert torch.isfinite(out).all()
+    # Every solver lands near the analytic model's fixed point x0 / (1 - 0.1) at sigma 0.
+    assert (out - X0 / 0.9).abs().max() < 0.5, name
+
+
+def test_diffusers_euler_equals_euler_block_and_dpm_solver_equals_dpmpp_2m():
+    euler = run(BlockConfig(DiffusersSchedulerStep, {"scheduler": "EulerDiscreteScheduler"})).state.get("latents")
+    assert torch.equal(euler, run(blocks.EulerStep).state.get("latents"))
+    dpm = run(BlockConfig(DiffusersSchedulerStep, {"scheduler": "DPMSolverMultistepScheduler"})).state.get("latents")
+    assert (dpm - run(blocks.DPMPP2MStep).state.get("latents")).abs().max() < 1e-5
+
+
+def test_flow_matching_models_take_flow_schedulers():
+    flow = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+
+    def flow_denoiser(x, sigma, **kw):
+        return X0 * 0.9
+
+    kw = dict(sigmas=flow, den=flow_denoiser)
+    out = run_denoise(
+        blocks.DenoiseLoop,
+        [("block_1", BlockConfig(blocks.PredictDenoised)),
+         ("block_2", BlockConfig(DiffusersSchedulerStep, {"scheduler": "FlowMatchEulerDiscreteScheduler"}))],
+        latents=NOISE, sigmas=flow, denoiser=flow_denoiser, flow_matching=True).state.get("latents")
+    assert torch.allclose(out, X0 * 0.9, atol=1e-5)
+    with pytest.raises(BlockStepError, match="flow model"):
+        run(BlockConfig(DiffusersSchedulerStep, {"scheduler": "EulerDiscreteScheduler"}), **kw, flow_matching=True)
+
+
+def test_latent_blend_keeps_the_unmasked_region():
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1  # generate the left half (a pixel-space MASK, resized to the latent)
+    out = run(blocks.EulerStep, BlockConfig(blocks.LatentBlend, {"mask": mask})).state.get("latents")
+    assert torch.equal(out[..., 4:], torch.zeros_like(out[..., 4:]))  # the kept half is the start latent
+    assert torch.allclose(out[..., :4], reference_euler()[..., :4], atol=1e-5)
+
+
+def test_dynamic_threshold_bounds_x0():
+    seen = []
+    cfg = BlockConfig(blocks.DynamicThreshold, {"percentile": 0.9, "threshold": 0.5})
+    run(cfg, blocks.EulerStep, hooks=StepHooks(progress=lambda *a: None,
+                                               preview=lambda s, bs: seen.append(bs.denoised.abs().max().item())))
+    assert max(seen) <= 0.5 + 1e-6
+
+
+def test_sigmas_must_be_strictly_decreasing_with_a_step():
+    with pytest.raises(LoopConfigError, match=r"strictly decreasing, but sigma\[2\] = 3 follows sigma\[1\] = 3"):
+        check_sigmas(torch.tensor([5.0, 3.0, 3.0, 0.0]), "L")
+    with pytest.raises(LoopConfigError, match="zero steps"):
+        check_sigmas(torch.tensor([0.0]), "L")
+    with pytest.raises(LoopConfigError, match="zero steps"):
+        run(blocks.EulerStep, sigmas=torch.tensor([1.0]))
+
+
+def test_blocks_must_form_a_denoise_loop():
+    with pytest.raises(LoopConfigError, match="no step block"):
+        run()
+    with pytest.raises(LoopConfigError, match=r"'block_1' \(EulerStep\) reads 'denoised'.*PredictDenoised"):
+        run_denoise(blocks.DenoiseLoop, [("block_1", BlockConfig(blocks.EulerStep))], latents=NOISE, sigmas=SIGMAS,
+                    denoiser=denoiser)
+
+
+def test_nan_mid_loop_names_block_and_step():
+    def nan_below_two(x, sigma, **kw):
+        out = denoiser(x, sigma)
+        return out * float("nan") if float(sigma.max()) < 2 else out
+
+    with pytest.raises(BlockStepError) as info:
+        run(blocks.EulerStep, den=nan_below_two)
+    msg = str(info.value)
+    assert "'block_1' (PredictDenoised) failed at step 3" in msg and "'denoised' holds NaN" in msg
+
+
+def test_host_values_cannot_be_given_on_a_node():
+    with pytest.raises(LoopConfigError, match="'latents' on block 'block_2'.*provided by the loop's host"):
+        run(BlockConfig(blocks.EulerStep, {"latents": torch.zeros(1)}))
+    assert {"latents", "sigmas", "denoiser"} <= set(HOST_VALUES)
