@@ -27,6 +27,8 @@ from .runner import BlockConfig, LoopResult, StepHooks, run_loop
 
 HOST_VALUES = ("latents", "sigmas", "denoiser", "denoiser_kwargs", "noise_seed", "flow_matching", "latent_image",
                "noise")
+# What block nodes do not show as inputs: the host's values and `denoised`, which blocks write in the loop.
+LOOP_VALUES = HOST_VALUES + ("denoised",)
 CHECKED_OUTPUTS = ("latents", "denoised")
 
 

@@ -12,7 +12,7 @@ import comfy.model_management
 import comfy.utils
 
 from ..modular import BlockConfig, StepHooks, run_loop
-from ..modular.denoise import HOST_VALUES
+from ..modular.denoise import LOOP_VALUES
 from . import values
 from .values import BLOCK_TYPE, STATE_TYPE
 
@@ -67,10 +67,10 @@ class DeclaredNode:
     @classmethod
     def specs(cls):
         """The declared inputs a node shows: a block's, or a denoise loop's, without the values a sampler
-        provides itself (`modular.denoise.HOST_VALUES`)."""
+        provides itself or its blocks write inside the loop (`modular.denoise.LOOP_VALUES`)."""
         specs = cls.ENTRY.input_specs()
         if cls.ENTRY.role == "block" or cls.ENTRY.is_denoise_loop:
-            specs = [s for s in specs if s.name not in HOST_VALUES]
+            specs = [s for s in specs if s.name not in LOOP_VALUES]
         return specs
 
     @classmethod

@@ -71,6 +71,9 @@ class ComfyServer(ComfyProcess):
         for sub in ("custom_nodes", "user", "input", "output", "temp"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        example = Path(comfy) / "input" / "example.png"  # what ComfyUI's own templates load
+        if example.is_file():
+            shutil.copy(example, base / "input" / "example.png")
         link = base / "custom_nodes" / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
