@@ -6,15 +6,16 @@ done here:
   host's (ComfyUI's) and stepping starts at index 0, so step i goes from sigmas[i] to sigmas[i + 1]
   whatever the scheduler's own spacing would have been. Its timesteps only count steps.
 - Sample space: ComfyUI's latents are `x = x0 + sigma * noise` (eps / v models). Karras-style
-  schedulers (Euler, Euler ancestral, LMS) step that x directly. VP schedulers (DPM-Solver++, UniPC,
-  DEIS) step `alpha_t * x0 + sigma_t * noise` with `alpha_t = 1 / sqrt(sigma^2 + 1)`: the block
+  schedulers (Euler, Euler ancestral, LMS) step that x directly. VP schedulers (DPM-Solver++, UniPC)
+  step `alpha_t * x0 + sigma_t * noise` with `alpha_t = 1 / sqrt(sigma^2 + 1)`: the block
   scales x by alpha_t before the step and back by 1 / alpha_next after it. For flow models
   (`x = (1 - sigma) * x0 + sigma * noise`) FlowMatchEuler steps x directly and the VP schedulers run
   with `use_flow_sigmas`, where the scale is 1.
 - Model output: x0 itself (`prediction_type="sample"`) where the scheduler takes it, else epsilon
   `(x - x0) / sigma`, or the flow velocity `(x - x0) / sigma` for FlowMatchEuler.
 Schedulers that call the model twice per step (Heun, KDPM2, DPM-Solver SDE) or step on discrete
-training timesteps (DDIM, DDPM, PNDM) do not fit one prediction per step and are not offered.
+training timesteps (DDIM, DDPM, PNDM) do not fit one prediction per step and are not offered; DEIS
+gives NaN at the final sigma 0.
 """
 
 import importlib
