@@ -20,6 +20,7 @@ Blocks write `denoised` (the x0 prediction of this step) and the next `latents`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from .errors import LoopConfigError
@@ -59,6 +60,8 @@ def check_sigmas(sigmas, label: str):
 def check_blocks(blocks: Sequence[tuple[str, BlockConfig]], label: str, available=()):
     """The attached blocks must form a denoise loop: every required input of a block is provided by the
     host, the loop or an earlier block, and some block writes the next `latents` (a step block)."""
+    if not blocks:
+        raise LoopConfigError(f"{label}: no loop blocks attached; connect a prediction block and a step block")
     have = set(HOST_VALUES) | set(available)
     writes_latents = False
     for name, cfg in blocks:
@@ -112,13 +115,11 @@ def run_denoise(
 ) -> LoopResult:
     """Run a denoise loop over `sigmas` from `latents`; the result's state holds the final `latents`."""
     label = label or wrapper_cls.__name__
-    if not blocks:
-        raise LoopConfigError(f"{label}: no loop blocks attached; connect a prediction block and a step block")
     check_sigmas(sigmas, label)
     check_blocks(blocks, label, available=set(loop_values or {}))
     hooks = hooks or StepHooks()
     if hooks.check_block is None:
-        hooks = StepHooks(hooks.progress, hooks.interrupt, hooks.preview, hooks.passthrough, check_finite)
+        hooks = dataclasses.replace(hooks, check_block=check_finite)
     host = {
         "latents": latents, "sigmas": sigmas, "denoiser": denoiser, "denoiser_kwargs": dict(denoiser_kwargs or {}),
         "noise_seed": noise_seed, "flow_matching": bool(flow_matching), "latent_image": latent_image, "noise": noise,

@@ -107,7 +107,20 @@ class BlockNode(DeclaredNode):
         return (BlockConfig(self.ENTRY.cls, given, components, f"node {unique_id}"),)
 
 
-class LoopNode(DeclaredNode):
+class BlockSocketsNode(DeclaredNode):
+    """A node that runs the blocks attached to its block_1, block_2, ... sockets."""
+
+    NO_BLOCKS_HINT = "connect a block node to block_1"
+
+    @classmethod
+    def check(cls, kwargs):
+        problems = super().check(kwargs)
+        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
+            problems.append(f"no loop blocks attached: {cls.NO_BLOCKS_HINT}")
+        return problems
+
+
+class LoopNode(BlockSocketsNode):
     """A loop wrapper's node: runs `loop_step` over the block nodes attached to block_1, block_2, ...
     in socket order, all sharing one block state, and outputs the final pipeline state."""
 
@@ -123,13 +136,6 @@ class LoopNode(DeclaredNode):
         state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
         # Block sockets last: the frontend grows them at the end of the node, in run order.
         return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
-
-    @classmethod
-    def check(cls, kwargs):
-        problems = super().check(kwargs)
-        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
-            problems.append("no loop blocks attached: connect a block node to block_1")
-        return problems
 
     def run(self, unique_id=None, state=None, **kwargs):
         entry = self.ENTRY

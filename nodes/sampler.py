@@ -12,18 +12,17 @@ model is loaded by ComfyUI's model management on its device.
 
 from __future__ import annotations
 
-import torch
-
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+from comfy_extras.nodes_custom_sampler import BasicScheduler
 
 from ..modular import LoopConfigError, StepHooks
 from ..modular.denoise import check_blocks, run_denoise
-from .factory import BLOCK_SOCKET, DeclaredNode, attached_blocks, block_sockets
+from .factory import BlockSocketsNode, attached_blocks, block_sockets
 
 CATEGORY = "Modular Loops/sampling"
 
@@ -63,28 +62,21 @@ def denoise_sampler(entry, attached, given, components, label) -> comfy.samplers
     return comfy.samplers.KSAMPLER(sample)
 
 
-class DenoiseLoopNode(DeclaredNode):
+class DenoiseLoopNode(BlockSocketsNode):
     """What both sampler nodes share: the loop's own inputs, the block sockets, building the SAMPLER."""
+
+    NO_BLOCKS_HINT = "connect a prediction block and a step block"
 
     @classmethod
     def loop_inputs(cls):
         required, optional = cls.declared_inputs()
         return required, {**optional, **block_sockets()}
 
-    @classmethod
-    def check(cls, kwargs):
-        problems = super().check(kwargs)
-        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
-            problems.append("no loop blocks attached: connect a prediction block and a step block")
-        return problems
-
     def make_sampler(self, unique_id, kwargs):
         attached = attached_blocks(kwargs)
         given, components = self.given(kwargs)
         label = f"{self.ENTRY.name} (node {unique_id})"
-        if not attached:
-            raise LoopConfigError(f"{label}: no loop blocks attached; connect a prediction block and a step block")
-        check_blocks(attached, label, available=set(given))
+        check_blocks(attached, label, available=set(given))  # before the model loads, not at step 0
         return denoise_sampler(self.ENTRY, attached, given, components, label), label
 
 
@@ -158,14 +150,8 @@ class KSamplerNode(DenoiseLoopNode):
 
 
 def schedule(model, scheduler, steps, denoise):
-    """The sigmas KSampler (and BasicScheduler) use for these steps and denoise."""
-    total = steps
-    if denoise < 1.0:
-        if denoise <= 0.0:
-            return torch.FloatTensor([])
-        total = int(steps / denoise)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
-    return sigmas[-(steps + 1):]
+    """The sigmas KSampler uses for these steps and denoise: ComfyUI's BasicScheduler computes them."""
+    return BasicScheduler().get_sigmas(model, scheduler, steps, denoise)[0]
 
 
 def sampler_nodes(entry, make_node):

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
 from tools.comfy_client import ComfyProcess, RunResult, ValidationError, ui_to_api  # noqa: E402
 
 __all__ = ["ComfyServer", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
-           "missing_modules", "install_blocks", "install_testkit", "TINY_SD3"]
+           "missing_modules", "require_host", "install_blocks", "install_testkit", "TINY_SD3"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -52,6 +52,19 @@ def comfy_python(comfy: Path) -> str:
         if exe.is_file():
             return str(exe)
     return sys.executable
+
+
+def require_host(tier="host"):
+    """Skip the calling test module, loudly, unless a ComfyUI that can run is found; -> its path."""
+    from conftest import skip_tier
+
+    comfy, how = find_comfyui()
+    if comfy is None:
+        skip_tier(tier, how)
+    missing = missing_modules(comfy_python(comfy))
+    if missing:
+        skip_tier(tier, f"the Python of the ComfyUI at {comfy} ({comfy_python(comfy)}) cannot run it: {missing}")
+    return comfy
 
 
 def missing_modules(python: str) -> str | None:

@@ -6,15 +6,10 @@ import json
 
 import pytest
 
-from comfy_host import TINY_SD3, ValidationError, comfy_python, find_comfyui, missing_modules
-from conftest import REPORT, skip_tier
+from comfy_host import TINY_SD3, ValidationError, require_host
+from conftest import REPORT
 
-COMFY, HOW = find_comfyui()
-if COMFY is None:
-    skip_tier("host", HOW)
-_missing = missing_modules(comfy_python(COMFY))
-if _missing:
-    skip_tier("host", f"the Python of the ComfyUI at {COMFY} cannot run it: {_missing}")
+require_host()
 
 LOOP_K, LOOP_S = "ModularKSampler_DenoiseLoop", "ModularSampler_DenoiseLoop"
 PREDICT = ("ModularBlock_PredictDenoised", {})

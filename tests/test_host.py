@@ -9,15 +9,10 @@ import time
 
 import pytest
 
-from comfy_host import ValidationError, comfy_python, find_comfyui, missing_modules, ui_to_api
-from conftest import REPORT, ROOT, skip_tier
+from comfy_host import ValidationError, require_host, ui_to_api
+from conftest import REPORT, ROOT
 
-COMFY, HOW = find_comfyui()
-if COMFY is None:
-    skip_tier("host", HOW)
-_missing = missing_modules(comfy_python(COMFY))
-if _missing:
-    skip_tier("host", f"the Python of the ComfyUI at {COMFY} ({comfy_python(COMFY)}) cannot run it: {_missing}")
+COMFY = require_host()
 
 LOOP, BLOCK = "ModularLoop_LoopWrapper", "ModularBlock_LoopBlock"
 

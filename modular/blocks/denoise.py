@@ -122,9 +122,8 @@ def seeded_generator(block_state, x):
     return generator
 
 
-def _noise_like(block_state, x):
-    """The next draw of the loop's seeded noise."""
-    generator = seeded_generator(block_state, x)
+def _noise_like(x, generator):
+    """The next draw of the loop's seeded noise (as ComfyUI's `default_noise_sampler` draws it)."""
     return torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
 
 
@@ -155,7 +154,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
     def __call__(self, components, block_state, i, t):
         x, denoised, sigmas = block_state.latents, block_state.denoised, block_state.sigmas
         eta, s_noise = block_state.eta, block_state.s_noise
-        seeded_generator(block_state, x)
+        generator = seeded_generator(block_state, x)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if block_state.flow_matching:
             if sigma_next == 0:
@@ -169,7 +168,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
                 sigma_down_i_ratio = sigma_down / sigma
                 x = sigma_down_i_ratio * x + (1 - sigma_down_i_ratio) * denoised
                 if eta > 0:
-                    x = (alpha_ip1 / alpha_down) * x + _noise_like(block_state, x) * s_noise * renoise_coeff
+                    x = (alpha_ip1 / alpha_down) * x + _noise_like(x, generator) * s_noise * renoise_coeff
         else:
             sigma_down, sigma_up = _ancestral_step(sigma, sigma_next, eta)
             if sigma_down == 0:
@@ -177,7 +176,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
             else:
                 d = _to_d(x, sigma, denoised)
                 dt = sigma_down - sigma
-                x = x + d * dt + _noise_like(block_state, x) * s_noise * sigma_up
+                x = x + d * dt + _noise_like(x, generator) * s_noise * sigma_up
         block_state.latents = x
         return components, block_state
 
