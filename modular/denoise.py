@@ -12,6 +12,9 @@ these values; no node gives them:
   with CFG, patches, ControlNet and inpaint masks applied);
 - `denoiser_kwargs`: the keyword arguments for it (ComfyUI's `extra_args`);
 - `noise_seed`: the seed of the sampler's noise (None: unseeded);
+- `noise_sampler`: `noise_sampler(sigma, sigma_next) -> noise shaped like latents`, the host's ancestral
+  noise stream (ComfyUI: its `default_noise_sampler` for the sampler's seed). Ancestral steps draw from
+  it, so a host that changes how it seeds or draws its noise keeps parity with its own samplers;
 - `flow_matching`: True when the model is a flow model (the second form of `latents` above);
 - `latent_image`, `noise`: the clean starting latent and the noise it was noised with (inpainting).
 
@@ -26,8 +29,8 @@ from collections.abc import Sequence
 from .errors import LoopConfigError
 from .runner import BlockConfig, LoopResult, StepHooks, run_loop
 
-HOST_VALUES = ("latents", "sigmas", "denoiser", "denoiser_kwargs", "noise_seed", "flow_matching", "latent_image",
-               "noise")
+HOST_VALUES = ("latents", "sigmas", "denoiser", "denoiser_kwargs", "noise_seed", "noise_sampler", "flow_matching",
+               "latent_image", "noise")
 # What block nodes do not show as inputs: the host's values and `denoised`, which blocks write in the loop.
 LOOP_VALUES = HOST_VALUES + ("denoised",)
 CHECKED_OUTPUTS = ("latents", "denoised")
@@ -104,6 +107,7 @@ def run_denoise(
     denoiser,
     denoiser_kwargs: dict | None = None,
     noise_seed: int | None = None,
+    noise_sampler=None,
     flow_matching: bool = False,
     latent_image=None,
     noise=None,
@@ -113,7 +117,10 @@ def run_denoise(
     device=None,
     label: str | None = None,
 ) -> LoopResult:
-    """Run a denoise loop over `sigmas` from `latents`; the result's state holds the final `latents`."""
+    """Run a denoise loop over `sigmas` from `latents`; the result's state holds the final `latents`.
+
+    Without a host `noise_sampler`, ancestral noise is `torch.randn` from one generator seeded with
+    `noise_seed` (what a plain script expects)."""
     label = label or wrapper_cls.__name__
     check_sigmas(sigmas, label)
     check_blocks(blocks, label, available=set(loop_values or {}))
@@ -122,7 +129,22 @@ def run_denoise(
         hooks = dataclasses.replace(hooks, check_block=check_finite)
     host = {
         "latents": latents, "sigmas": sigmas, "denoiser": denoiser, "denoiser_kwargs": dict(denoiser_kwargs or {}),
-        "noise_seed": noise_seed, "flow_matching": bool(flow_matching), "latent_image": latent_image, "noise": noise,
+        "noise_seed": noise_seed,
+        "noise_sampler": noise_sampler if noise_sampler is not None else seeded_noise_sampler(latents, noise_seed),
+        "flow_matching": bool(flow_matching), "latent_image": latent_image, "noise": noise,
     }
     return run_loop(wrapper_cls, blocks, loop_values=loop_values, components=components, hooks=hooks, device=device,
                     label=label, host_values=host)
+
+
+def seeded_noise_sampler(like, seed):
+    """noise_sampler(sigma, sigma_next): standard normal noise shaped like `like`, from one generator seeded with
+    `seed` (unseeded when None)."""
+    import torch
+
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=like.device)
+        generator.manual_seed(int(seed))
+    return lambda sigma, sigma_next: torch.randn(like.size(), dtype=like.dtype, layout=like.layout, device=like.device,
+                                                 generator=generator)

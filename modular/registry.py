@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +162,3 @@ def _import_file(path: Path):
         sys.modules.pop(module_name, None)
         raise
     return module
-
-
-def user_dirs_from_env(var="MODULAR_LOOPS_BLOCKS") -> list[str]:
-    value = os.environ.get(var, "")
-    return [p for p in value.split(os.pathsep) if p]

@@ -8,7 +8,6 @@ import os
 import folder_paths
 
 from ..modular import discover
-from ..modular.registry import user_dirs_from_env
 from .factory import make_node, node_id
 from .sampler import sampler_nodes
 from .state_nodes import NODES
@@ -18,8 +17,7 @@ log = logging.getLogger("modular_loops")
 
 
 def block_folders() -> list[str]:
-    """`ComfyUI/models/modular_blocks/`, any `modular_blocks:` paths of extra_model_paths.yaml, and the
-    folders in $MODULAR_LOOPS_BLOCKS."""
+    """`ComfyUI/models/modular_blocks/` and any `modular_blocks:` paths of extra_model_paths.yaml."""
     default = os.path.join(folder_paths.models_dir, BLOCKS_FOLDER)
     if BLOCKS_FOLDER in folder_paths.folder_names_and_paths:
         paths, exts = folder_paths.folder_names_and_paths[BLOCKS_FOLDER]
@@ -29,7 +27,7 @@ def block_folders() -> list[str]:
     else:
         folder_paths.folder_names_and_paths[BLOCKS_FOLDER] = ([default], {".py"})
     os.makedirs(default, exist_ok=True)
-    return list(folder_paths.get_folder_paths(BLOCKS_FOLDER)) + user_dirs_from_env()
+    return list(folder_paths.get_folder_paths(BLOCKS_FOLDER))
 
 
 def shown_source(entry) -> str:

@@ -12,6 +12,7 @@ model is loaded by ComfyUI's model management on its device.
 
 from __future__ import annotations
 
+import comfy.k_diffusion.sampling
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
@@ -46,6 +47,7 @@ def denoise_sampler(entry, attached, given, components, label) -> comfy.samplers
             return {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
                     "denoised": getattr(block_state, "denoised", x)}
 
+        flow = isinstance(base.model_sampling, comfy.model_sampling.CONST)
         hooks = StepHooks(
             progress=(lambda step, total, p: callback(p)) if callback is not None else None,
             interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
@@ -54,12 +56,24 @@ def denoise_sampler(entry, attached, given, components, label) -> comfy.samplers
         )
         result = run_denoise(
             entry.cls, attached, latents=noise, sigmas=sigmas, denoiser=model, denoiser_kwargs=extra_args,
-            noise_seed=extra_args.get("seed"), flow_matching=isinstance(base.model_sampling, comfy.model_sampling.CONST),
+            noise_seed=extra_args.get("seed"), noise_sampler=host_noise_sampler(base, noise, extra_args.get("seed"), flow),
+            flow_matching=flow,
             latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None),
             loop_values=given, components=components, hooks=hooks, device=noise.device, label=label)
         return result.state.get("latents")
 
     return comfy.samplers.KSAMPLER(sample)
+
+
+def host_noise_sampler(base, x, seed, flow):
+    """ComfyUI's own ancestral noise stream for this run, as its samplers make it: `default_noise_sampler(x, seed)`
+    (how it seeds changed between versions; that is why it is ComfyUI's), for flow models times the model's
+    `noise_scale` (ComfyUI >= 0.33 scales the RF samplers' noise by it; 1 for every model but a few)."""
+    draw = comfy.k_diffusion.sampling.default_noise_sampler(x, seed=seed)
+    scale = getattr(base.model_sampling, "noise_scale", 1.0) if flow else 1.0
+    if scale == 1.0:
+        return draw
+    return lambda sigma, sigma_next: draw(sigma, sigma_next) * scale
 
 
 class DenoiseLoopNode(BlockSocketsNode):

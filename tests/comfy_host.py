@@ -4,6 +4,7 @@ ComfyUI's own `tests/execution` drive it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,7 +79,7 @@ class ComfyServer(ComfyProcess):
     """`main.py --cpu` on a free port with base directory `base`: custom_nodes/ holds a link to this
     pack, models/modular_blocks/ the test's user blocks."""
 
-    def __init__(self, comfy: Path, python: str, base: Path):
+    def __init__(self, comfy: Path, python: str, base: Path, extra_args=(), settings=None):
         self.base = base
         self.blocks_dir = base / "models" / "modular_blocks"
         for sub in ("custom_nodes", "user", "input", "output", "temp"):
@@ -87,11 +88,14 @@ class ComfyServer(ComfyProcess):
         example = Path(comfy) / "input" / "example.png"  # what ComfyUI's own templates load
         if example.is_file():
             shutil.copy(example, base / "input" / "example.png")
+        if settings:  # the frontend's settings of a fresh user (e.g. Comfy.VueNodes.Enabled)
+            (base / "user" / "default").mkdir(parents=True, exist_ok=True)
+            (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
         link = base / "custom_nodes" / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
         super().__init__(comfy, python, ["--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-                                          "--preview-method", "latent2rgb"],
+                                          "--preview-method", "latent2rgb", *extra_args],
                          log_path=base / "comfyui.log")
 
 

@@ -1,6 +1,12 @@
-"""Shared test setup: the repo root on sys.path (the core tier imports `modular` directly), and one
-loud line at the end of the run for every tier that was skipped, with the reason."""
+"""Shared test setup: the repo root on sys.path (the core tier imports `modular` directly), `--tier` to
+run some tiers only, and one loud line at the end of the run for every tier that was skipped, with the
+reason.
 
+A test file's tier is in its name: `test_core*.py` core, `test_browser*.py` browser, any other host.
+"""
+
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +27,33 @@ def skip_tier(tier: str, reason: str):
     pytest.skip(f"{tier} tier skipped: {reason}", allow_module_level=True)
 
 
+TIERS = ("core", "host", "browser")
+
+
+def tier_of(path) -> str:
+    name = Path(path).name
+    return "core" if name.startswith("test_core") else "browser" if name.startswith("test_browser") else "host"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", action="append", choices=TIERS,
+                     help="run only this tier's tests (repeatable); default: all three")
+
+
+def pytest_ignore_collect(collection_path, config):
+    tiers = config.getoption("--tier")
+    if tiers and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return tier_of(collection_path) not in tiers
+    return None
+
+
 def pytest_terminal_summary(terminalreporter):
+    out = os.environ.get("MODULAR_LOOPS_SUMMARY")  # .ci/run's per-host summary line
+    if out:
+        stats = terminalreporter.stats
+        counts = {k: len(stats.get(k, [])) for k in ("passed", "failed", "skipped", "error")}
+        counts["failed"] += counts.pop("error")
+        Path(out).write_text(json.dumps(counts))
     for line in REPORT:
         terminalreporter.write_line(f"[Modular Loops] {line}")
     for tier, reason in SKIPPED_TIERS.items():

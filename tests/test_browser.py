@@ -1,15 +1,21 @@
 """Browser tier: the real ComfyUI page in headless Debian Chromium, driven by playwright-core
-(`tests/browser/scenarios.mjs`). Skipped, loudly, without a ComfyUI, Chromium, node or playwright-core."""
+(`tests/browser/scenarios.mjs`). Skipped, loudly, without a ComfyUI, Chromium, node or playwright-core.
+
+Every scenario runs on each frontend: the host's own, and, when `$COMFYUI_FRONTEND_ROOT` names the
+`static/` folder of another `comfyui-frontend-package` (`.ci/run` installs the newest), that one in the
+classic canvas renderer and in Nodes 2.0 (`Comfy.VueNodes.Enabled`, set in a fresh user directory)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from comfy_host import comfy_python, find_comfyui, missing_modules
-from conftest import ROOT, skip_tier
+from comfy_host import ComfyServer, comfy_python, find_comfyui, install_blocks, install_testkit, missing_modules
+from conftest import FIXTURES, ROOT, SKIPPED_TIERS, skip_tier
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 ARTIFACTS = ROOT / "tests" / ".artifacts" / "browser"
@@ -28,13 +34,52 @@ if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
     skip_tier("browser", "playwright-core is not installed (run: npm ci --prefix tests/browser)")
 
 
-@pytest.fixture(scope="module")
-def page_results(comfy_server):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["node", "scenarios.mjs", comfy_server.url, str(ARTIFACTS)], cwd=BROWSER_DIR,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+FRONTEND_ROOT = os.environ.get("COMFYUI_FRONTEND_ROOT", "")
+FRONTEND_VERSION = os.environ.get("COMFYUI_FRONTEND_VERSION", "") or "custom"
+FRONTENDS = ["host"]  # the frontend the host pins
+if FRONTEND_ROOT and (Path(FRONTEND_ROOT) / "index.html").is_file():
+    FRONTENDS += [f"{FRONTEND_VERSION}-classic", f"{FRONTEND_VERSION}-nodes2"]
+else:
+    SKIPPED_TIERS["browser (newer frontend)"] = (
+        f"$COMFYUI_FRONTEND_ROOT={FRONTEND_ROOT!r} is not a frontend's static/ folder" if FRONTEND_ROOT else
+        "no $COMFYUI_FRONTEND_ROOT (the static/ folder of a comfyui-frontend-package; .ci/run installs the newest)")
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def page_results(request, comfy_server, tmp_path_factory):
+    """The scenarios' results on one frontend: the shared server for the host's own, else a server of its own
+    with `--front-end-root` and a fresh user directory holding the renderer setting."""
+    frontend = request.param
+    server = comfy_server
+    if frontend != "host":
+        server = ComfyServer(comfy_server.comfy, comfy_server.python, tmp_path_factory.mktemp(f"comfy_{frontend}"),
+                             extra_args=["--front-end-root", FRONTEND_ROOT],
+                             settings={"Comfy.VueNodes.Enabled": frontend.endswith("nodes2")})
+        install_blocks(server.blocks_dir, FIXTURES)
+        install_testkit(server, FIXTURES)
+        server.start()
+    try:
+        out = ARTIFACTS / frontend
+        out.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["node", "scenarios.mjs", server.url, str(out)], cwd=BROWSER_DIR,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        results = json.loads(proc.stdout.strip().splitlines()[-1])
+        results["frontend"] = frontend
+        return results
+    finally:
+        if server is not comfy_server:
+            server.stop()
+
+
+def called_by_us(stack: str) -> bool:
+    """A deprecation notice is ours when the extension is on its stack, or when the first caller past the
+    frontend's notice helper and the deprecated accessor is a scenario's own code (`page.evaluate`)."""
+    if "/extensions/modular_loops/" in stack:
+        return True
+    frames = [f.strip() for f in stack.splitlines()[2:]]  # past "Error" and the console.warn hook
+    callers = [f for f in frames if not re.search(r"warnDeprecated|at (get|set) |ReactiveHandler", f)]
+    return bool(callers) and "eval at evaluate" in callers[0]
 
 
 def result(page_results, name):
@@ -47,7 +92,12 @@ def test_page_loads_with_no_console_error_from_the_pack(page_results):
     r = result(page_results, "load")
     assert r["extensions"] == ["ModularLoops"]
     assert r["packConsoleErrors"] == []
-    assert result(page_results, "final_console")["packConsoleErrors"] == []
+    final = result(page_results, "final_console")
+    assert final["packConsoleErrors"] == []
+    # nothing the extension or the scenarios call is deprecated (the frontend's notices about its own calls aside)
+    assert [d for d in final["deprecations"] if called_by_us(d["stack"])] == []
+    # the renderer asked for is the one the page used
+    assert final["nodes2"] == page_results["frontend"].endswith("nodes2")
 
 
 def test_block_sockets_grow_close_up_and_show_run_order(page_results):
@@ -79,6 +129,7 @@ def test_queue_the_guide_loop_from_the_page_shows_6(page_results):
 def test_running_loop_shows_its_step_and_the_interrupt_button_stops_it(page_results):
     r = result(page_results, "progress_and_interrupt")
     assert r["seen"][1] == 200 and 2 <= r["seen"][0] < 200
+    assert r["shown"], r  # the step on the node: our text on the canvas, the frontend's progress bar in Nodes 2.0
     assert r["stoppedMs"] < 2000  # one step is 0.2 s
     assert r["after"] is None  # the step counter is cleared when the run ends
 
@@ -88,6 +139,9 @@ def test_error_marks_the_failing_block_node(page_results):
     assert r["failed"] == str(r["ids"]["bad"])
     assert r["errorNode"] == str(r["ids"]["loop"])
     assert "FailAtStepBlock, node %s" % r["ids"]["bad"] in r["message"] and "step 1" in r["message"]
+    if page_results["frontend"].endswith("nodes2"):
+        assert r["domMarked"] is True  # its element is outlined
+    assert r["cleared"]  # until the next run
 
 
 def test_every_example_workflow_loads_from_the_template_list_and_validates(page_results):

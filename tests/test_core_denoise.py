@@ -78,6 +78,34 @@ def test_euler_ancestral_is_seeded_and_eta_zero_is_euler():
     assert torch.allclose(run(eta0).state.get("latents"), reference_euler(), atol=1e-5)
 
 
+def reference_euler_ancestral(draws, sigmas=SIGMAS):
+    """k-diffusion's sample_euler_ancestral (eta 1, s_noise 1), its noise taken from `draws` in order."""
+    x = NOISE * sigmas[0]
+    for i in range(len(sigmas) - 1):
+        den = denoiser(x, sigmas[i] * x.new_ones([1]))
+        s, s_next = sigmas[i], sigmas[i + 1]
+        sigma_up = min(s_next, (s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2) ** 0.5)
+        sigma_down = (s_next ** 2 - sigma_up ** 2) ** 0.5
+        x = den if sigma_down == 0 else x + (x - den) / s * (sigma_down - s) + draws[i] * sigma_up
+    return x
+
+
+def test_euler_ancestral_draws_the_hosts_noise_and_nothing_else():
+    draws = [torch.randn(NOISE.shape, generator=torch.Generator().manual_seed(100 + k)) for k in range(len(SIGMAS))]
+    calls = []
+
+    def host_noise(sigma, sigma_next):  # a host's own stream: its draws, in order, told the sigmas of each
+        calls.append((float(sigma), float(sigma_next)))
+        return draws[len(calls) - 1]
+
+    out = run(blocks.EulerAncestralStep, noise_sampler=host_noise).state.get("latents")
+    pairs = [(float(a), float(b)) for a, b in zip(SIGMAS[:-1], SIGMAS[1:])]
+    assert calls == pairs[:-1]  # no draw for the last step, whose sigma_down is 0
+    assert torch.allclose(out, reference_euler_ancestral(draws), atol=1e-5)
+    seeded = run(blocks.EulerAncestralStep, seed=5).state.get("latents")  # another stream: another result
+    assert not torch.allclose(out, seeded)
+
+
 @pytest.mark.parametrize("name", [n for n in SCHEDULERS if SCHEDULERS[n][0] != "flow"])
 def test_every_offered_diffusers_scheduler_runs_on_given_sigmas(name):
     if name == "LMSDiscreteScheduler":

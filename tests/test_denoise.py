@@ -28,12 +28,15 @@ def server(comfy_server):
 
 def base_prompt(model="sd15", steps=4, seed=7, cfg=3.5, scheduler="normal", denoise=1.0):
     """Model (1), prompts (2, 3), empty latent (4); returns (prompt, the KSampler-style inputs)."""
+    loaded = {}
     if model == "sd15":
         loader, width, pooled, empty = {"class_type": "MLTest_TinySD15", "inputs": {"seed": 0}}, 32, 0, "EmptyLatentImage"
-    else:
-        loader = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD3}}
+    else:  # the checkpoint through ComfyUI's loader; pos_embed set after it (ComfyUI 0.33.0 leaves it unloaded on CPU)
+        loaded = {"0": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD3}}}
+        loader = {"class_type": "MLTest_TinySD3PosEmbed", "inputs": {"model": ["0", 0]}}
         width, pooled, empty = 64, 64, "EmptySD3LatentImage"
     prompt = {
+        **loaded,
         "1": loader,
         "2": {"class_type": "MLTest_Conditioning", "inputs": {"seed": 1, "tokens": 8, "width": width, "pooled": pooled}},
         "3": {"class_type": "MLTest_Conditioning", "inputs": {"seed": 2, "tokens": 8, "width": width, "pooled": pooled}},
@@ -274,7 +277,8 @@ def run_error(server, prompt):
 def test_latent_of_another_model(server):
     prompt = ksampler_vs_blocks("sd15", "euler", [PREDICT, STEPS["euler"]])
     sd3, sd3_common = base_prompt("sd3")
-    prompt.update({"101": sd3["1"], "102": sd3["2"], "103": sd3["3"], "104": sd3["4"]})
+    prompt.update({"100": sd3["0"], "101": {**sd3["1"], "inputs": {"model": ["100", 0]}}, "102": sd3["2"],
+                   "103": sd3["3"], "104": sd3["4"]})
     prompt["105"] = {"class_type": "KSampler", "inputs": {**sd3_common, "model": ["101", 0], "positive": ["102", 0],
                                                           "negative": ["103", 0], "latent_image": ["104", 0],
                                                           "sampler_name": "euler"}}

@@ -29,7 +29,8 @@ LATENTS = InputParam("latents", required=True, type_hint=torch.Tensor, descripti
 SIGMAS = InputParam("sigmas", required=True, type_hint=torch.Tensor, description="The whole sigma schedule.")
 DENOISED = InputParam("denoised", required=True, type_hint=torch.Tensor, description="x0 estimated at this step.")
 FLOW = InputParam("flow_matching", type_hint=bool, default=False, description="True for flow models (SD3, Flux).")
-NOISE_SEED = InputParam("noise_seed", type_hint=int, description="Seed of the sampler's noise.")
+NOISE_SAMPLER = InputParam("noise_sampler", required=True,
+                           description="noise_sampler(sigma, sigma_next) -> noise: the host's ancestral noise stream.")
 
 
 class DenoiseLoop(LoopSequentialPipelineBlocks):
@@ -110,36 +111,19 @@ class EulerStep(ModularPipelineBlocks):
         return components, block_state
 
 
-def seeded_generator(block_state, x):
-    """The loop's noise generator: made once per run, seeded with the sampler's seed (None when unseeded),
-    and kept in the block state (as ComfyUI's `default_noise_sampler`)."""
-    generator = getattr(block_state, "noise_generator", None)
-    seed = getattr(block_state, "noise_seed", None)
-    if generator is None and seed is not None:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(int(seed))
-    block_state.noise_generator = generator
-    return generator
-
-
-def _noise_like(x, generator):
-    """The next draw of the loop's seeded noise (as ComfyUI's `default_noise_sampler` draws it)."""
-    return torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
-
-
 class EulerAncestralStep(ModularPipelineBlocks):
     model_name = MODEL_NAME
 
     @property
     def description(self):
-        return ("Euler ancestral step: an Euler step down to sigma_down, then fresh seeded noise up to the next "
-                "sigma. eta scales the noise added (0: plain Euler); s_noise scales the noise. Same as ComfyUI's "
-                "euler_ancestral (its flow-model form for flow models).")
+        return ("Euler ancestral step: an Euler step down to sigma_down, then fresh noise from the sampler's own "
+                "noise stream up to the next sigma. eta scales the noise added (0: plain Euler); s_noise scales the "
+                "noise. Same as ComfyUI's euler_ancestral (its flow-model form for flow models).")
 
     @property
     def inputs(self):
         return [
-            LATENTS, DENOISED, SIGMAS, FLOW, NOISE_SEED,
+            LATENTS, DENOISED, SIGMAS, FLOW, NOISE_SAMPLER,
             InputParam("eta", type_hint=float, default=1.0, metadata={"min": 0.0, "max": 100.0, "step": 0.01},
                        description="How much of the step is ancestral noise."),
             InputParam("s_noise", type_hint=float, default=1.0, metadata={"min": 0.0, "max": 100.0, "step": 0.01},
@@ -148,13 +132,11 @@ class EulerAncestralStep(ModularPipelineBlocks):
 
     @property
     def intermediate_outputs(self):
-        return [OutputParam("latents", type_hint=torch.Tensor),
-                OutputParam("noise_generator", description="The seeded generator of the ancestral noise.")]
+        return [OutputParam("latents", type_hint=torch.Tensor)]
 
     def __call__(self, components, block_state, i, t):
         x, denoised, sigmas = block_state.latents, block_state.denoised, block_state.sigmas
-        eta, s_noise = block_state.eta, block_state.s_noise
-        generator = seeded_generator(block_state, x)
+        eta, s_noise, noise_sampler = block_state.eta, block_state.s_noise, block_state.noise_sampler
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         if block_state.flow_matching:
             if sigma_next == 0:
@@ -168,7 +150,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
                 sigma_down_i_ratio = sigma_down / sigma
                 x = sigma_down_i_ratio * x + (1 - sigma_down_i_ratio) * denoised
                 if eta > 0:
-                    x = (alpha_ip1 / alpha_down) * x + _noise_like(x, generator) * s_noise * renoise_coeff
+                    x = (alpha_ip1 / alpha_down) * x + noise_sampler(sigma, sigma_next) * s_noise * renoise_coeff
         else:
             sigma_down, sigma_up = _ancestral_step(sigma, sigma_next, eta)
             if sigma_down == 0:
@@ -176,7 +158,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
             else:
                 d = _to_d(x, sigma, denoised)
                 dt = sigma_down - sigma
-                x = x + d * dt + _noise_like(x, generator) * s_noise * sigma_up
+                x = x + d * dt + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
         block_state.latents = x
         return components, block_state
 

@@ -15,6 +15,16 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
 });
 const page = await browser.newPage({ viewport: { width: 1400, height: 820 } });
+// Deprecation notices with the stack that led to them, so a test can tell the extension's from the frontend's own.
+await page.addInitScript(() => {
+  const warn = console.warn;
+  window.__mlDeprecations = [];
+  console.warn = function (...args) {
+    const text = args.map(String).join(" ");
+    if (/deprecat/i.test(text)) window.__mlDeprecations.push({ text, stack: new Error().stack });
+    return warn.apply(this, args);
+  };
+});
 const consoleLines = [];
 page.on("console", (m) => consoleLines.push({ type: m.type(), text: m.text() }));
 page.on("pageerror", (e) => consoleLines.push({ type: "pageerror", text: `${e.message}\n${e.stack ?? ""}` }));
@@ -44,43 +54,50 @@ async function installHelpers() {
     const { app, LiteGraph } = window;
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const settle = () => sleep(50);
-    const link = (id) => app.graph._links?.get?.(id) ?? app.graph.links?.[id];
+    const g = () => app.rootGraph ?? app.graph; // the frontend deprecates app.graph
     window.ml = {
-      sleep, settle,
-      clear() { app.graph.clear(); },
+      sleep, settle, g,
+      nodes2: () => !!document.querySelector("[data-node-id]"),
+      clear() { g().clear(); },
       add(type, pos, widgets = {}) {
         const n = LiteGraph.createNode(type);
         n.pos = pos;
-        app.graph.add(n);
+        g().add(n);
         for (const [k, v] of Object.entries(widgets)) n.widgets.find((w) => w.name === k).value = v;
         return n.id;
       },
-      node: (id) => app.graph.getNodeById(id),
-      slot: (id, name) => app.graph.getNodeById(id).inputs.findIndex((i) => i.name === name),
+      node: (id) => g().getNodeById(id),
+      slot: (id, name) => g().getNodeById(id).inputs.findIndex((i) => i.name === name),
       connect(fromId, toId, inputName, outSlot = 0) {
-        const to = app.graph.getNodeById(toId);
-        app.graph.getNodeById(fromId).connect(outSlot, to, to.inputs.findIndex((i) => i.name === inputName));
+        const to = g().getNodeById(toId);
+        g().getNodeById(fromId).connect(outSlot, to, to.inputs.findIndex((i) => i.name === inputName));
       },
       disconnect(toId, inputName) {
-        const to = app.graph.getNodeById(toId);
+        const to = g().getNodeById(toId);
         to.disconnectInput(to.inputs.findIndex((i) => i.name === inputName));
       },
       // The block sockets of a loop node: [name, label, source node id or null]
       sockets(id) {
-        return app.graph.getNodeById(id).inputs.filter((i) => /^block_\d+$/.test(i.name))
-          .map((i) => [i.name, i.label ?? i.name, i.link != null ? link(i.link).origin_id : null]);
+        const node = g().getNodeById(id);
+        return node.inputs.map((i, slot) => [i, slot]).filter(([i]) => /^block_\d+$/.test(i.name))
+          .map(([i, slot]) => [i.name, i.label ?? i.name, node.getInputLink(slot)?.origin_id ?? null]);
       },
       // A comparable picture of the graph: nodes (type, inputs with links) and links.
       shape() {
-        const g = app.graph.serialize();
+        const w = g().serialize();
         return {
-          nodes: g.nodes.map((n) => ({ id: n.id, type: n.type, inputs: (n.inputs ?? []).map((i) => [i.name, i.label ?? null, i.link]),
+          nodes: w.nodes.map((n) => ({ id: n.id, type: n.type, inputs: (n.inputs ?? []).map((i) => [i.name, i.label ?? null, i.link]),
             widgets: n.widgets_values ?? null })).sort((a, b) => a.id - b.id),
-          links: [...g.links].map((l) => (Array.isArray(l) ? l : [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]))
+          links: [...w.links].map((l) => (Array.isArray(l) ? l : [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]))
             .sort((a, b) => a[0] - b[0]),
         };
       },
       tracker: () => app.extensionManager.workflow.activeWorkflow.changeTracker,
+      // record the graph in the undo history (`captureCanvasState` where the frontend renamed `checkState`)
+      capture() {
+        const t = window.ml.tracker();
+        return t.captureCanvasState ? t.captureCanvasState() : t.checkState();
+      },
       ext: () => app.extensions.find((e) => e.name === "ModularLoops"),
       // LoopBlock (x = 0) then a second block into a loop of `steps`, its state shown by Inspect State.
       async twoBlockLoop(secondType, secondWidgets, steps) {
@@ -104,9 +121,9 @@ async function installHelpers() {
           body: JSON.stringify({ prompt: output }) });
         return { status: r.status, body: await r.json() };
       },
-      previewText(id) {
-        const n = app.graph.getNodeById(id);
-        return n.widgets?.map((w) => String(w.value ?? "")).join("").trim();
+      // The text a node shows in its widgets (PreviewAny: one text widget; newer hosts add a mode combo).
+      previewTexts(id) {
+        return (g().getNodeById(id).widgets ?? []).map((w) => String(w.value ?? "").trim());
       },
     };
   });
@@ -155,18 +172,18 @@ await scenario("save_reload_paste_undo", async () => {
     for (const [k, id] of ids.entries()) { ml.connect(id, loop, `block_${k + 1}`); await ml.settle(); }
     await ml.sleep(100);
     const before = ml.shape();
-    const saved = JSON.parse(JSON.stringify(app.graph.serialize()));
+    const saved = JSON.parse(JSON.stringify(ml.g().serialize()));
     await app.loadGraphData(saved);
     await ml.sleep(200);
     const reloaded = ml.shape();
 
     // undo: a disconnect, then undo brings the socket and link back
     const tracker = ml.tracker();
-    tracker.checkState();
+    ml.capture();
     const beforeDisconnect = ml.shape();
     ml.disconnect(loop, "block_2");
     await ml.sleep(100);
-    tracker.checkState();
+    ml.capture();
     const afterDisconnect = ml.sockets(loop);
     await tracker.undo();
     await ml.sleep(200);
@@ -177,7 +194,7 @@ await scenario("save_reload_paste_undo", async () => {
     app.canvas.copyToClipboard();
     app.canvas.pasteFromClipboard({ position: [900, 400] });
     await ml.sleep(200);
-    const loops = app.graph._nodes.filter((n) => n.type === "ModularLoop_LoopWrapper").map((n) => n.id);
+    const loops = ml.g()._nodes.filter((n) => n.type === "ModularLoop_LoopWrapper").map((n) => n.id);
     const pasted = loops.filter((id) => id !== loop)[0];
     return {
       before, reloaded, beforeDisconnect, afterDisconnect, undone,
@@ -205,13 +222,14 @@ await scenario("queue_guide", async () => {
     return { loop, show };
   });
   await page.evaluate(() => window.app.queuePrompt(0));
-  await page.waitForFunction((id) => window.ml.previewText(id) === "6", ids.show, { timeout: 60000 });
+  await page.waitForFunction((id) => window.ml.previewTexts(id).includes("6"), ids.show, { timeout: 60000 });
   await page.waitForTimeout(300);
   await page.screenshot({ path: path.join(outDir, "guide_loop.png") });
   const api = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
-  const workflow = await page.evaluate(() => window.app.graph.serialize());
+  const workflow = await page.evaluate(() => window.ml.g().serialize());
   fs.writeFileSync(path.join(outDir, "guide_loop_workflow.json"), JSON.stringify(workflow, null, 2));
-  return { preview: await page.evaluate((id) => window.ml.previewText(id), ids.show), api, ids };
+  const shown = await page.evaluate((id) => window.ml.previewTexts(id), ids.show);
+  return { preview: shown.includes("6") ? "6" : shown.join(" | "), api, ids };
 });
 
 await scenario("progress_and_interrupt", async () => {
@@ -223,12 +241,19 @@ await scenario("progress_and_interrupt", async () => {
   await page.evaluate(() => window.app.queuePrompt(0));
   await page.waitForFunction((id) => (window.ml.ext().step(id)?.[0] ?? 0) >= 2, ids.loop, { timeout: 60000 });
   const seen = await page.evaluate((id) => window.ml.ext().step(id), ids.loop);
+  // What the page shows: the canvas renderer draws "step n/N" on the node; Nodes 2.0 shows the frontend's own
+  // progress bar inside the node's element.
+  const shown = await page.evaluate((id) => {
+    if (!window.ml.nodes2()) return window.ml.ext().step(id) ? "canvas step text" : null;
+    const bar = [...document.querySelectorAll(`[data-node-id="${id}"] div`)].find((d) => /%$/.test(d.style.width));
+    return bar ? `progress bar ${bar.style.width}` : null;
+  }, ids.loop);
   await page.screenshot({ path: path.join(outDir, "progress.png") });
   const t0 = Date.now();
   await page.evaluate(() => window.app.api.interrupt()); // what the Interrupt button calls
   await page.waitForFunction(() => window.__mlInterrupted, null, { timeout: 30000 });
   const stoppedMs = Date.now() - t0;
-  return { seen, stoppedMs, after: await page.evaluate((id) => window.ml.ext().step(id) ?? null, ids.loop) };
+  return { seen, shown, stoppedMs, after: await page.evaluate((id) => window.ml.ext().step(id) ?? null, ids.loop) };
 });
 
 await scenario("error_marks_block", async () => {
@@ -243,7 +268,18 @@ await scenario("error_marks_block", async () => {
   await page.keyboard.press("Escape");
   await page.screenshot({ path: path.join(outDir, "error_marks_block.png") });
   const failed = await page.evaluate(() => window.ml.ext().failedBlock());
-  return { failed, ids, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id };
+  // Nodes 2.0: the block node's element is outlined (the canvas renderer draws the outline itself)
+  const domMarked = await page.evaluate((id) => (window.ml.nodes2()
+    ? document.querySelector(`.lg-node[data-node-id="${id}"]`)?.hasAttribute("data-modular-loops-failed") ?? false
+    : null), ids.bad);
+  // the next run clears the mark
+  await page.evaluate(() => window.ml.node(window.ml.g()._nodes.find((n) => n.type === "ModularBlock_FailAtStepBlock").id)
+    .widgets.find((w) => w.name === "fail_at").value = 99);
+  await page.evaluate(() => window.app.queuePrompt(0));
+  await page.waitForFunction(() => window.ml.ext().failedBlock() == null, null, { timeout: 60000 });
+  await page.waitForTimeout(300);
+  const cleared = await page.evaluate((id) => !document.querySelector(`[data-modular-loops-failed]`), ids.bad);
+  return { failed, ids, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id, domMarked, cleared };
 });
 
 await scenario("templates_validate", async () => {
@@ -267,7 +303,7 @@ await scenario("saved_workflows_load", async () => {
     const wf = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8"));
     out[file] = await page.evaluate(async (wf) => {
       const answer = await window.ml.loadAndValidate(wf);
-      const loops = window.app.graph._nodes.filter((n) => n.type.startsWith("ModularLoop_"));
+      const loops = window.ml.g()._nodes.filter((n) => n.type.startsWith("ModularLoop_"));
       return { ...answer, sockets: loops.map((n) => window.ml.sockets(n.id).map((s) => s[0])) };
     }, wf);
   }
@@ -292,7 +328,7 @@ await scenario("missing_block", async () => {
   });
   await page.waitForTimeout(800);
   await page.screenshot({ path: path.join(outDir, "missing_block.png") });
-  const toast = await page.locator(".p-toast-message").allInnerTexts().catch(() => []);
+  const toast = await page.getByText("Modular Loops: missing blocks").allInnerTexts().catch(() => []);
   page.off("console", onConsole);
   await page.keyboard.press("Escape");
   return { warned, toast };
@@ -301,7 +337,8 @@ await scenario("missing_block", async () => {
 await scenario("final_console", async () => {
   const ours = consoleLines.filter((l) => ["error", "pageerror"].includes(l.type)
     && /modular_loops|ModularLoop|ModularBlock|Modular Loops/i.test(l.text));
-  return { packConsoleErrors: ours };
+  const deprecations = await page.evaluate(() => window.__mlDeprecations);
+  return { packConsoleErrors: ours, deprecations, nodes2: await page.evaluate(() => window.ml.nodes2()) };
 });
 
 await browser.close();

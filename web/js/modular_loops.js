@@ -20,13 +20,20 @@ const ORIGIN_PROPERTY = "Modular Loops block";
 
 const isLoop = (type) => LOOP_PREFIXES.some((p) => type?.startsWith(p));
 const isOurs = (type) => isLoop(type) || type?.startsWith(BLOCK_PREFIX);
-const getLink = (graph, id) => graph?._links?.get?.(id) ?? graph?.links?.[id];
+// The workflow's graph: `app.rootGraph` where the frontend has it (it deprecates `app.graph`).
+const rootGraph = () => app.rootGraph ?? app.graph;
 
 // --- block sockets ----------------------------------------------------------------------------
 
-function blockLabel(node, input, n) {
-  const link = input.link != null ? getLink(node.graph, input.link) : null;
-  const source = link ? node.graph.getNodeById(link.origin_id) : null;
+// Connectivity through the node's own methods: newer frontends deprecate reading `input.link` / `output.links`.
+const isConnected = (node, slot) => node.isInputConnected(slot);
+const inputSource = (node, slot) => {
+  const link = node.getInputLink(slot);
+  return link ? node.graph.getNodeById(link.origin_id) : null;
+};
+
+function blockLabel(node, slot, n) {
+  const source = inputSource(node, slot);
   return source ? `${n}. ${source.title}` : `block_${n}`;
 }
 
@@ -36,15 +43,14 @@ export function arrangeBlockSockets(node) {
   node.__mlArranging = true;
   try {
     for (let i = node.inputs.length - 1; i >= 0; i--) {
-      const input = node.inputs[i];
-      if (BLOCK_SOCKET.test(input.name) && input.link == null) node.removeInput(i);
+      if (BLOCK_SOCKET.test(node.inputs[i].name) && !isConnected(node, i)) node.removeInput(i);
     }
     let n = 0;
-    for (const input of node.inputs) {
+    for (const [slot, input] of node.inputs.entries()) {
       if (!BLOCK_SOCKET.test(input.name)) continue;
       n += 1;
       input.name = input.localized_name = `block_${n}`;
-      input.label = blockLabel(node, input, n);
+      input.label = blockLabel(node, slot, n);
     }
     const max = node.constructor.__mlMaxBlocks ?? 16;
     if (n < max) {
@@ -81,10 +87,8 @@ function scheduleArrange(node) {
 }
 
 function relabelLoopsFedBy(blockNode) {
-  for (const output of blockNode.outputs ?? []) {
-    for (const id of output.links ?? []) {
-      const link = getLink(blockNode.graph, id);
-      const target = link && blockNode.graph.getNodeById(link.target_id);
+  for (let slot = 0; slot < (blockNode.outputs?.length ?? 0); slot++) {
+    for (const target of blockNode.getOutputNodes(slot) ?? []) {
       if (isLoop(target?.type)) scheduleArrange(target);
     }
   }
@@ -96,7 +100,16 @@ const stepOf = new Map(); // node id -> [value, max] while it runs
 let failedBlock = null; // node id of the block named in the last error
 
 function findNode(id) {
-  return app.graph?.getNodeById?.(Number(id)) ?? app.graph?.getNodeById?.(id);
+  return rootGraph()?.getNodeById?.(Number(id)) ?? rootGraph()?.getNodeById?.(id);
+}
+
+/** Nodes 2.0 draws nodes as elements, not on the canvas: outline the failed block node's element there. */
+function markFailedElement(id, failed) {
+  const el = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+  if (!el) return;
+  el.style.outline = failed ? "3px solid #ff4444" : "";
+  el.style.outlineOffset = failed ? "3px" : "";
+  el.toggleAttribute("data-modular-loops-failed", failed);
 }
 
 api.addEventListener("progress", ({ detail }) => {
@@ -109,18 +122,20 @@ for (const event of ["executing", "execution_success", "execution_interrupted", 
   api.addEventListener(event, ({ detail }) => {
     const running = event === "executing" ? String(detail?.node ?? detail ?? "") : "";
     for (const id of [...stepOf.keys()]) if (id !== running) stepOf.delete(id);
-    app.graph?.setDirtyCanvas(true, false);
+    rootGraph()?.setDirtyCanvas(true, false);
   });
 }
 api.addEventListener("execution_start", () => {
+  if (failedBlock != null) markFailedElement(failedBlock, false);
   failedBlock = null;
-  app.graph?.setDirtyCanvas(true, false);
+  rootGraph()?.setDirtyCanvas(true, false);
 });
 api.addEventListener("execution_error", ({ detail }) => {
   // The loop's message names the block node: "... block 'block_2' (FailAtStepBlock, node 7) ..."
   const m = /\(([A-Za-z_][\w]*), node ([^)\s]+)\)/.exec(detail?.exception_message ?? "");
   failedBlock = m ? m[2] : null;
-  app.graph?.setDirtyCanvas(true, false);
+  if (failedBlock != null) markFailedElement(failedBlock, true);
+  rootGraph()?.setDirtyCanvas(true, false);
 });
 
 // --- missing blocks -------------------------------------------------------------------------------
