@@ -127,7 +127,6 @@ class DiffusersSchedulerStep(ModularPipelineBlocks):
         return components, block_state
 
 
-
 def seeded_generator(block_state, x):
     """The generator a stochastic scheduler draws its noise from (diffusers' schedulers take a `torch.Generator`,
     not a noise sampler): made once per run, seeded with the sampler's seed (None: unseeded), kept in the state."""

@@ -1,8 +1,9 @@
 // Modular Loops: the frontend side of loop nodes and block nodes.
 // - A loop node shows its block sockets as a list that grows: always exactly one free socket after
 //   the connected ones, which are numbered in run order and labelled with the attached block's title.
-// - Loop and block nodes are coloured apart; a running loop shows "step n/N"; the block node named
-//   in an error is outlined in red.
+// - Loop and block nodes are coloured apart; a running loop shows "step n/N" (canvas renderer; Nodes 2.0
+//   shows the frontend's own progress bar on the node); the block node named in an error is outlined in
+//   red (drawn on the canvas, or on the node's element in Nodes 2.0).
 // - A workflow naming a loop or block that is not installed gets a message saying which, and where
 //   it came from.
 // Served at /extensions/<pack folder>/js/, three levels below the app root.
@@ -25,8 +26,8 @@ const rootGraph = () => app.rootGraph ?? app.graph;
 
 // --- block sockets ----------------------------------------------------------------------------
 
-// Connectivity through the node's own methods: newer frontends deprecate reading `input.link` / `output.links`.
-const isConnected = (node, slot) => node.isInputConnected(slot);
+// Connectivity through the node's own methods (isInputConnected, getInputLink, getOutputNodes): newer
+// frontends deprecate reading `input.link` / `output.links`.
 const inputSource = (node, slot) => {
   const link = node.getInputLink(slot);
   return link ? node.graph.getNodeById(link.origin_id) : null;
@@ -43,7 +44,7 @@ export function arrangeBlockSockets(node) {
   node.__mlArranging = true;
   try {
     for (let i = node.inputs.length - 1; i >= 0; i--) {
-      if (BLOCK_SOCKET.test(node.inputs[i].name) && !isConnected(node, i)) node.removeInput(i);
+      if (BLOCK_SOCKET.test(node.inputs[i].name) && !node.isInputConnected(i)) node.removeInput(i);
     }
     let n = 0;
     for (const [slot, input] of node.inputs.entries()) {
