@@ -94,8 +94,8 @@ def timing(run, repeats):
     times = {"builtin euler": [], "blocks euler": []}
     out = {name: run(name) for name in times}  # warm-up: model loaded, kernels chosen
     diff = (out["builtin euler"] - out["blocks euler"]).abs().max().item()
-    for _ in range(repeats):
-        for name in times:
+    for k in range(repeats):
+        for name in (list(times) if k % 2 == 0 else list(reversed(times))):  # ABBA: neither always runs second
             callback = latent_preview.prepare_callback(run.model, run.steps) if run.with_callback else None
             sync()
             t = time.perf_counter()
