@@ -73,13 +73,29 @@ def page_results(request, comfy_server, tmp_path_factory):
 
 
 def called_by_us(stack: str) -> bool:
-    """A deprecation notice is ours when the extension is on its stack, or when the first caller past the
-    frontend's notice helper and the deprecated accessor is a scenario's own code (`page.evaluate`)."""
+    """A deprecation notice is ours when the extension is on its stack, or when the deprecated API (the frame
+    past the console.warn hook and the frontend's notice helper) was called by a scenario's own code."""
     if "/extensions/modular_loops/" in stack:
         return True
     frames = [f.strip() for f in stack.splitlines()[2:]]  # past "Error" and the console.warn hook
-    callers = [f for f in frames if not re.search(r"warnDeprecated|at (get|set) |ReactiveHandler", f)]
+    while frames and "warnDeprecated" in frames[0]:
+        frames.pop(0)
+    callers = [f for f in frames[1:] if "ReactiveHandler" not in f]  # past the deprecated API (and Vue's proxy)
     return bool(callers) and "eval at evaluate" in callers[0]
+
+
+def test_deprecation_notices_are_told_apart():
+    # stacks as Chromium gave them with frontend 1.58.1 (tests/browser/scenarios.mjs hooks console.warn)
+    hook, evaluated = "Error\n    at console.warn (<anonymous>:7:77)\n", "    at eval (eval at evaluate (:370:30), <anonymous>:28:16)"
+    frontend_getter = hook + "\n".join([
+        "    at warnDeprecated (http://h/assets/litegraph-C.js:1:50558)", "    at get link (http://h/assets/litegraph-C.js:1:1)",
+        "    at MutableReactiveHandler.get (http://h/assets/vendor-vue-core-D.js:1:1)",
+        "    at LGraphCanvas._serializeItems (http://h/assets/litegraph-C.js:1:2)", evaluated])
+    scenario_method = hook + "    at ChangeTracker.checkState (http://h/assets/app-s.js:9:1)\n" + evaluated
+    extension = hook + "    at warnDeprecated (http://h/assets/litegraph-C.js:1:1)\n    at get link (http://h/a.js:1:1)\n" \
+        "    at blockLabel (http://h/extensions/modular_loops/js/modular_loops.js:31:9)"
+    assert not called_by_us(frontend_getter)
+    assert called_by_us(scenario_method) and called_by_us(extension)
 
 
 def result(page_results, name):
