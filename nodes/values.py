@@ -23,16 +23,29 @@ def _tooltip(spec, extra=""):
     return "\n".join(parts)
 
 
+def _number_default(declared, opts, kind):
+    """The declared default, else 0 moved into [min, max]: a node must validate as it is added."""
+    if declared is not None:
+        return kind(declared)
+    value = kind(0)
+    if opts.get("min") is not None:
+        value = max(value, kind(opts["min"]))
+    if opts.get("max") is not None:
+        value = min(value, kind(opts["max"]))
+    return value
+
+
 def widget_entry(spec):
     """The INPUT_TYPES entry of a widget-backed spec, or None for socket-only kinds."""
     opts = dict(spec.options)
     d = spec.default
     if spec.kind == "int":
-        return ("INT", {"default": int(d or 0), "min": opts.get("min", -INT_LIMIT), "max": opts.get("max", INT_LIMIT),
-                        "step": opts.get("step", 1), "tooltip": _tooltip(spec)})
+        return ("INT", {"default": _number_default(d, opts, int), "min": opts.get("min", -INT_LIMIT),
+                        "max": opts.get("max", INT_LIMIT), "step": opts.get("step", 1), "tooltip": _tooltip(spec)})
     if spec.kind == "float":
-        return ("FLOAT", {"default": float(d or 0.0), "min": opts.get("min", -1e9), "max": opts.get("max", 1e9),
-                          "step": opts.get("step", 0.01), "round": False, "tooltip": _tooltip(spec)})
+        return ("FLOAT", {"default": _number_default(d, opts, float), "min": opts.get("min", -1e9),
+                          "max": opts.get("max", 1e9), "step": opts.get("step", 0.01), "round": False,
+                          "tooltip": _tooltip(spec)})
     if spec.kind == "bool":
         return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec)})
     if spec.kind == "str" and opts.get("choices"):

@@ -111,6 +111,15 @@ def test_user_block_widgets_come_from_declarations(server):
 # --- running ----------------------------------------------------------------------------------
 
 
+def test_number_widgets_without_default_start_inside_their_limits(server):
+    # A node must validate as it is added: an int with min 1 and no default starts at 1, not 0.
+    required = server.object_info("ModularBlock_BoundedBlock")["input"]["required"]
+    assert required["k"][1]["default"] == 1 and required["scale"][1]["default"] == 0.5
+    defaults = {name: spec[1]["default"] for name, spec in required.items()}
+    prompt = loop_prompt(LOOP, {"num_steps": "2"}, [("ModularBlock_BoundedBlock", {**defaults, "x": "0"})])
+    assert float(server.run(prompt).text(102)) == 1.0  # two steps of + 1 * 0.5
+
+
 @pytest.mark.parametrize("num_steps, n_blocks, expected", [(3, 2, "6"), (3, 1, "3"), (0, 2, "0")])
 def test_guide_loop(server, num_steps, n_blocks, expected):
     result = server.run(guide_prompt(num_steps, n_blocks))
