@@ -137,14 +137,22 @@ def run_denoise(
                     label=label, host_values=host)
 
 
+def seeded_generator(device, seed):
+    """A `torch.Generator` on `device` seeded with `seed`; None (unseeded) when `seed` is None."""
+    import torch
+
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
 def seeded_noise_sampler(like, seed):
     """noise_sampler(sigma, sigma_next): standard normal noise shaped like `like`, from one generator seeded with
     `seed` (unseeded when None)."""
     import torch
 
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=like.device)
-        generator.manual_seed(int(seed))
+    generator = seeded_generator(like.device, seed)
     return lambda sigma, sigma_next: torch.randn(like.size(), dtype=like.dtype, layout=like.layout, device=like.device,
                                                  generator=generator)

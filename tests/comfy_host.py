@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 from tools.comfy_client import ComfyProcess, RunResult, ValidationError, ui_to_api  # noqa: E402
 
 __all__ = ["ComfyServer", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
-           "missing_modules", "require_host", "install_blocks", "install_testkit", "TINY_SD3"]
+           "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -117,6 +117,15 @@ def install_testkit(server: "ComfyServer", fixtures: Path, log=None):
 
 
 TINY_SD3 = "tiny_sd3.safetensors"
+
+
+def start_test_server(comfy: Path, python: str, base: Path, fixtures: Path, **options) -> "ComfyServer":
+    """A started ComfyServer with the test's user blocks and test-only nodes installed (`options`: extra_args,
+    settings)."""
+    server = ComfyServer(comfy, python, base, **options)
+    install_blocks(server.blocks_dir, fixtures)
+    install_testkit(server, fixtures)
+    return server.start()
 
 
 def install_blocks(dest: Path, fixtures: Path):

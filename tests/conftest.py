@@ -68,12 +68,9 @@ def fixtures_dir():
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A real ComfyUI (`main.py --cpu`) with this pack and the test user blocks installed."""
-    from comfy_host import ComfyServer, comfy_python, find_comfyui, install_blocks, install_testkit
+    from comfy_host import comfy_python, find_comfyui, start_test_server
 
     comfy, _ = find_comfyui()
-    server = ComfyServer(comfy, comfy_python(comfy), tmp_path_factory.mktemp("comfy_base"))
-    install_blocks(server.blocks_dir, FIXTURES)
-    install_testkit(server, FIXTURES)
-    server.start()
+    server = start_test_server(comfy, comfy_python(comfy), tmp_path_factory.mktemp("comfy_base"), FIXTURES)
     yield server
     server.stop()

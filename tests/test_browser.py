@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_host import ComfyServer, comfy_python, find_comfyui, install_blocks, install_testkit, missing_modules
+from comfy_host import comfy_python, find_comfyui, missing_modules, start_test_server
 from conftest import FIXTURES, ROOT, SKIPPED_TIERS, skip_tier
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -52,12 +52,9 @@ def page_results(request, comfy_server, tmp_path_factory):
     frontend = request.param
     server = comfy_server
     if frontend != "host":
-        server = ComfyServer(comfy_server.comfy, comfy_server.python, tmp_path_factory.mktemp(f"comfy_{frontend}"),
-                             extra_args=["--front-end-root", FRONTEND_ROOT],
-                             settings={"Comfy.VueNodes.Enabled": frontend.endswith("nodes2")})
-        install_blocks(server.blocks_dir, FIXTURES)
-        install_testkit(server, FIXTURES)
-        server.start()
+        server = start_test_server(comfy_server.comfy, comfy_server.python, tmp_path_factory.mktemp(f"comfy_{frontend}"),
+                                   FIXTURES, extra_args=["--front-end-root", FRONTEND_ROOT],
+                                   settings={"Comfy.VueNodes.Enabled": frontend.endswith("nodes2")})
     try:
         out = ARTIFACTS / frontend
         out.mkdir(parents=True, exist_ok=True)

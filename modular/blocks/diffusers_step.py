@@ -24,6 +24,7 @@ import inspect
 import torch
 from diffusers.modular_pipelines import InputParam, ModularPipelineBlocks, OutputParam
 
+from ..denoise import seeded_generator
 from .denoise import DENOISED, FLOW, LATENTS, MODEL_NAME, SIGMAS
 
 NOISE_SEED = InputParam("noise_seed", type_hint=int, description="Seed of the sampler's noise.")
@@ -119,7 +120,7 @@ class DiffusersSchedulerStep(ModularPipelineBlocks):
             scale = 1 / (sigma ** 2 + 1) ** 0.5
             scale_next = 1 / (sigma_next ** 2 + 1) ** 0.5
         kwargs = {}
-        generator = seeded_generator(block_state, x)  # None when unseeded; kept in the state either way
+        generator = scheduler_generator(block_state, x)  # None when unseeded; kept in the state either way
         if "generator" in inspect.signature(scheduler.step).parameters:
             kwargs["generator"] = generator
         prev = scheduler.step(model_output, scheduler.timesteps[i], x * scale, return_dict=False, **kwargs)[0]
@@ -127,13 +128,9 @@ class DiffusersSchedulerStep(ModularPipelineBlocks):
         return components, block_state
 
 
-def seeded_generator(block_state, x):
+def scheduler_generator(block_state, x):
     """The generator a stochastic scheduler draws its noise from (diffusers' schedulers take a `torch.Generator`,
     not a noise sampler): made once per run, seeded with the sampler's seed (None: unseeded), kept in the state."""
-    generator = getattr(block_state, "noise_generator", None)
-    seed = getattr(block_state, "noise_seed", None)
-    if generator is None and seed is not None:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(int(seed))
-    block_state.noise_generator = generator
-    return generator
+    if getattr(block_state, "noise_generator", None) is None:
+        block_state.noise_generator = seeded_generator(x.device, getattr(block_state, "noise_seed", None))
+    return block_state.noise_generator
