@@ -14,11 +14,12 @@ Never imports ComfyUI. A plain script can run any loop:
 from .errors import BlockStepError, LoopConfigError, LoopError
 from .params import NOT_GIVEN, ParamSpec, check_value, parse_json_widget
 from .registry import BlockEntry, LoadProblem, Registry, discover
+from .compat import state_values
 from .runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
 from .state import copy_state, describe
 
 __all__ = [
     "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "LoopConfigError",
     "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value",
-    "copy_state", "describe", "discover", "parse_json_widget", "run_loop",
+    "copy_state", "describe", "discover", "parse_json_widget", "run_loop", "state_values",
 ]

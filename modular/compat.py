@@ -1,7 +1,9 @@
 """The one module that talks to diffusers' loop API (`LoopSequentialPipelineBlocks`).
 
-Everything version-specific lives here, so that following upstream (e.g. its planned
-`IterativePipelineBlocks`) touches one file. Quirks of diffusers 0.42 absorbed here:
+Everything version-specific about loops, blocks and pipeline states lives here, so that following upstream
+(e.g. its planned `IterativePipelineBlocks`) touches one file. One exception, by design: a block that
+drives a diffusers scheduler (`blocks/diffusers_step.py`, `start`) sets the scheduler's stepping position
+itself, as diffusers' own pipelines do; its tests pin that. Quirks of diffusers 0.42 absorbed here:
 - `from_blocks_dict` keeps the raw dict as `sub_blocks`, so a block given as a class is never
   instantiated: `compose` instantiates classes first.
 - `outputs` of a loop omits `loop_intermediate_outputs` and `required_inputs` does not subtract
@@ -24,7 +26,8 @@ from diffusers.modular_pipelines import (
 )
 from diffusers.modular_pipelines.modular_pipeline_utils import InsertableDict
 
-__all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class"]
+__all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class",
+           "state_values", "copy_state"]
 
 _COMPOSITE = (SequentialPipelineBlocks, ConditionalPipelineBlocks, LoopSequentialPipelineBlocks)
 
@@ -53,11 +56,20 @@ def seeded_inputs(wrapper) -> list:
     return [p for p in wrapper.inputs if p.name]
 
 
-def produced_names(wrapper) -> set[str]:
-    names = {o.name for o in wrapper.loop_intermediate_outputs if o.name}
-    for block in wrapper.sub_blocks.values():
-        names.update(o.name for o in block.intermediate_outputs if o.name)
-    return names
+def state_values(state) -> dict:
+    """name -> value of everything a `PipelineState` holds ({} for None)."""
+    return {} if state is None else state.values
+
+
+def copy_state(state, copy_value) -> PipelineState:
+    """A new `PipelineState` with `copy_value(v)` of each value of `state` and its kwargs_type groups."""
+    new = PipelineState()
+    if state is None:
+        return new
+    for key, value in state.values.items():
+        new.values[key] = copy_value(value)
+    new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
+    return new
 
 
 class _TotalOnlyBar:
@@ -81,14 +93,14 @@ class _TotalOnlyBar:
 
 def instrument(
     wrapper,
-    before_step: Callable[[int], None],
+    before_step: Callable[[int, object], None],
     after_step: Callable[[int, object], None],
     on_block_error: Callable[[str, object, int, dict, BaseException], BaseException],
     set_total: Callable[[int], None],
     passthrough: tuple = (),
     after_block: Callable[[object, object], None] | None = None,
 ):
-    """Hook the wrapper instance: `before_step(step)` and `after_step(step + 1, block_state)` around every
+    """Hook the wrapper instance: `before_step(step, block_state)` and `after_step(step + 1, block_state)` around every
     `loop_step`, `after_block(block, block_state)` after each block (it may raise: the error is that
     block's), `on_block_error(...)` turns a block's exception into the one raised, and `set_total(n)`
     receives the total whenever the wrapper opens `self.progress_bar`.
@@ -104,7 +116,7 @@ def instrument(
 
     def loop_step(components, block_state, **loop_vars):
         nonlocal step
-        before_step(step)
+        before_step(step, block_state)
         if custom:
             try:
                 components, block_state = own_loop_step(wrapper, components, block_state, **loop_vars)

@@ -1,8 +1,25 @@
-"""Errors the core raises. Each message names what failed and where, in words a node user reads."""
+"""Errors the core raises, and the words that say where. Each message names what failed and where, in
+words a node user reads; the node of the failing block travels with the error as data (`block_node`),
+so a host can mark it without reading the message."""
+
+
+def loop_where(name: str, node=None) -> str:
+    """How a loop is named in messages: `LoopWrapper (node 5)`; the class name alone without a node."""
+    return f"{name} (node {node})" if node is not None else name
+
+
+def block_where(name: str, block_class: str, node=None) -> str:
+    """How a block is named in messages: `'block_2' (FailAtStepBlock, node 7)`; `'block_2' (FailAtStepBlock)`
+    without a node. The one place that builds it (a core test pins the form)."""
+    return f"'{name}' ({block_class}" + (f", node {node})" if node is not None else ")")
 
 
 class LoopError(Exception):
-    """Base class: a loop could not be built or run."""
+    """Base class: a loop could not be built or run. `block_node`: the node of the block at fault, if one is."""
+
+    def __init__(self, message, block_node=None):
+        super().__init__(message)
+        self.block_node = block_node
 
 
 class LoopConfigError(LoopError):
@@ -12,21 +29,19 @@ class LoopConfigError(LoopError):
 class BlockStepError(LoopError):
     """A loop block raised inside `loop_step`. Carries where it happened; the cause is chained."""
 
-    def __init__(self, loop_label, block_name, block_class, step, loop_vars, cause, block_label=None):
+    def __init__(self, loop_label, block_name, block_class, step, loop_vars, cause, block_node=None):
         self.loop_label = loop_label
         self.block_name = block_name
         self.block_class = block_class
-        self.block_label = block_label
         self.step = step
         self.loop_vars = loop_vars
         self.cause = cause
-        where = f"block '{block_name}' ({block_class}"
-        where += f", {block_label})" if block_label else ")"
         loop_vars_text = ", ".join(f"{k}={_short(v)}" for k, v in loop_vars.items())
         super().__init__(
-            f"{loop_label}: {where} failed at step {step}"
+            f"{loop_label}: block {block_where(block_name, block_class, block_node)} failed at step {step}"
             + (f" ({loop_vars_text})" if loop_vars_text else "")
-            + f": {type(cause).__name__}: {cause}"
+            + f": {type(cause).__name__}: {cause}",
+            block_node=block_node,
         )
 
 

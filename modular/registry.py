@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import compat
-from .denoise import is_denoise_loop
+from .sampling import HOST_VALUES, PROVIDED_IN_LOOP, is_denoise_loop
 from .params import ParamSpec, component_specs, input_specs
 
 PACK_BLOCKS_PACKAGE = __package__ + ".blocks"
@@ -63,13 +63,13 @@ class BlockEntry:
 
     @property
     def is_denoise_loop(self) -> bool:
-        """A loop wrapper that walks a sampler's sigmas (see `modular/denoise.py`)."""
+        """A loop wrapper that walks a sampler's sigmas (see `modular/sampling.py`)."""
         return self.role == "loop" and is_denoise_loop(s.name for s in self.input_specs())
 
-    def output_names(self) -> list[str]:
-        p = self.prototype
-        outs = p.loop_intermediate_outputs if self.role == "loop" else p.intermediate_outputs
-        return [o.name for o in outs if o.name]
+    @property
+    def family(self) -> str | None:
+        """diffusers' `model_name`: the pipeline family a block is written for (None: any)."""
+        return getattr(self.prototype, "model_name", None)
 
 
 @dataclass
@@ -91,6 +91,16 @@ class Registry:
 
     def blocks(self) -> list[BlockEntry]:
         return [e for e in self.entries.values() if e.role == "block"]
+
+    def provided_in_loop(self, entry: BlockEntry) -> set[str]:
+        """The inputs of `entry` that the loop it runs in provides, so its node does not show them: a denoise
+        loop's host values; for a block of a denoise loop's family (the same `model_name`), those and
+        `denoised` (`sampling.PROVIDED_IN_LOOP`). Nothing for any other block: in a plain loop a block is
+        given what it reads (`latents` included)."""
+        if entry.role == "loop":
+            return set(HOST_VALUES) if entry.is_denoise_loop else set()
+        families = {loop.family for loop in self.loops() if loop.is_denoise_loop and loop.family is not None}
+        return set(PROVIDED_IN_LOOP) if entry.family in families else set()
 
     def add_module(self, module, origin: str, source: str):
         for _, cls in inspect.getmembers(module, inspect.isclass):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import compat
-from .errors import BlockStepError, LoopConfigError, LoopError
+from .errors import BlockStepError, LoopConfigError, LoopError, block_where
 from .state import ValueSource, seed_state
 
 TOTAL_HINTS = ("num_inference_steps", "num_steps", "steps")
@@ -23,19 +23,24 @@ class BlockConfig:
     cls: type
     values: dict = field(default_factory=dict)  # only the values given on the node
     components: dict = field(default_factory=dict)
-    label: str | None = None  # how the host names where it was configured, e.g. "node 7"
+    node: str | None = None  # the host's id of the node that configured it (named in messages, marked on errors)
+
+    def where(self, name: str) -> str:
+        return block_where(name, self.cls.__name__, self.node)
 
 
 @dataclass
 class StepHooks:
     """Host callbacks, all optional. `interrupt()` runs before each step and may raise (an exception of
-    a `passthrough` type leaves the loop unchanged); `preview(step, block_state)` makes a preview that
-    is handed to `progress(step, total, preview)` after each step. `total` is None when unknown.
+    a `passthrough` type leaves the loop unchanged); `step_start(step, block_state)` sees the block state
+    as the step begins; `preview(step, block_state)` makes a preview that is handed to
+    `progress(step, total, preview)` after each step. `total` is None when unknown.
     `check_block(block, block_state)` runs after every block and may raise: the error is reported as
     that block's, at that step."""
 
     progress: Callable[[int, int | None, Any], None] | None = None
     interrupt: Callable[[], None] | None = None
+    step_start: Callable[[int, Any], None] | None = None
     preview: Callable[[int, Any], Any] | None = None
     passthrough: tuple = ()
     check_block: Callable[[Any, Any], None] | None = None
@@ -50,6 +55,15 @@ class LoopComponents:
             setattr(self, name, value)
         self.device = device
         self._execution_device = device
+
+
+NO_BLOCKS_HINT = "connect at least one block node to the loop"
+
+
+def require_blocks(blocks, label: str, hint: str = NO_BLOCKS_HINT):
+    """The one check, and wording, for a loop with nothing attached (at validation and before a run)."""
+    if not blocks:
+        raise LoopConfigError(f"{label}: no loop blocks attached; {hint}")
 
 
 @dataclass
@@ -76,14 +90,13 @@ def run_loop(
     the state as they are (not copied) and no node may give them."""
     label = label or wrapper_cls.__name__
     hooks = hooks or StepHooks()
-    if not blocks:
-        raise LoopConfigError(f"{label}: no loop blocks attached; connect at least one block node to the loop")
+    require_blocks(blocks, label)
 
     wrapper = compat.compose(wrapper_cls, {name: cfg.cls for name, cfg in blocks})
-    block_label = {name: f"'{name}' ({cfg.cls.__name__}" + (f", {cfg.label})" if cfg.label else ")") for name, cfg in blocks}
     sources = [ValueSource(f"the loop ({label})", wrapper.loop_inputs, dict(loop_values or {}))]
-    sources += [ValueSource(f"block {block_label[name]}", wrapper.sub_blocks[name].inputs, dict(cfg.values)) for name, cfg in blocks]
-    seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label, fixed=host_values)
+    sources += [ValueSource(f"block {cfg.where(name)}", wrapper.sub_blocks[name].inputs, dict(cfg.values), cfg.node)
+                for name, cfg in blocks]
+    seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label, host_values=host_values)
     loop_components = LoopComponents(_merge_components(label, components, blocks), device)
 
     total = next((seeded.get(k) for k in TOTAL_HINTS if isinstance(seeded.get(k), int)), None)
@@ -94,11 +107,13 @@ def run_loop(
         nonlocal total
         total = n
 
-    def before_step(step):
+    def before_step(step, block_state):
         nonlocal current
         current = step
         if hooks.interrupt is not None:
             hooks.interrupt()
+        if hooks.step_start is not None:
+            hooks.step_start(step, block_state)
 
     def after_step(done, block_state):
         nonlocal done_steps
@@ -109,9 +124,8 @@ def run_loop(
 
     def on_block_error(name, block, step, loop_vars, cause):
         configured = dict(blocks).get(name)
-        return BlockStepError(
-            label, name, type(block).__name__, step, loop_vars, cause, block_label=configured.label if configured else None
-        )
+        return BlockStepError(label, name, type(block).__name__, step, loop_vars, cause,
+                              block_node=configured.node if configured else None)
 
     compat.instrument(wrapper, before_step, after_step, on_block_error, set_total, hooks.passthrough, hooks.check_block)
     try:

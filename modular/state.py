@@ -23,22 +23,18 @@ from .params import check_value
 
 @dataclass(frozen=True)
 class ValueSource:
-    """Values given by one node: `label` names it in messages; `params` are its InputParams."""
+    """Values given by one node: `label` names it in messages; `params` are its InputParams; `node` is the
+    host's id of the block node (None for the loop's own values)."""
 
     label: str
     params: list
     values: dict
+    node: str | None = None
 
 
 def copy_state(state) -> "compat.PipelineState":
     """A copy whose values can be changed in place without touching `state` (node outputs are cached)."""
-    new = compat.PipelineState()
-    if state is None:
-        return new
-    for key, value in state.values.items():
-        new.values[key] = _copy_value(value)
-    new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
-    return new
+    return compat.copy_state(state, _copy_value)
 
 
 def _copy_value(value):
@@ -66,22 +62,22 @@ def _same(a, b) -> bool:
         return False
 
 
-def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop", fixed=None):
+def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop", host_values=None):
     """-> (state, notes). Raises LoopConfigError for conflicts, missing required inputs and wrong types.
-    `fixed` values (the host's own) are set as they are, above every other source."""
+    `host_values` (the host's own) are set as they are, above every other source."""
     state = copy_state(initial)
     params = compat.seeded_inputs(wrapper)
     seeded = {p.name: p for p in params}
     notes = []
-    fixed = dict(fixed or {})
+    host_values = dict(host_values or {})
     for source in sources:
-        clash = sorted(set(source.values) & set(fixed))
+        clash = sorted(set(source.values) & set(host_values))
         if clash:
             raise LoopConfigError(
                 f"{loop_label}: {', '.join(repr(n) for n in clash)} on {source.label} is provided by the loop's host "
-                f"(the sampler) and cannot be given on a node; disconnect it"
+                f"(the sampler) and cannot be given on a node; disconnect it", block_node=source.node
             )
-    for name, value in fixed.items():
+    for name, value in host_values.items():
         state.set(name, value)
 
     for name, param in seeded.items():
@@ -122,16 +118,15 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
                 if p.name == name:
                     reason = check_value(p, value)
                     if reason:
-                        raise LoopConfigError(f"{loop_label}: input '{name}' of {source.label}: {reason}")
+                        raise LoopConfigError(f"{loop_label}: input '{name}' of {source.label}: {reason}",
+                                              block_node=source.node)
     return state, notes
 
 
 def describe(state) -> list[tuple[str, str, str]]:
     """(key, type, detail) for each value: dtype / shape / device for tensors, a short repr otherwise."""
     rows = []
-    if state is None:
-        return rows
-    for key, value in state.values.items():
+    for key, value in compat.state_values(state).items():
         if hasattr(value, "shape") and hasattr(value, "dtype"):
             detail = f"shape={tuple(value.shape)} dtype={value.dtype}"
             if hasattr(value, "device"):

@@ -1,18 +1,20 @@
 """Node classes generated from block declarations: one loop node per loop wrapper, one block node per
 loop block. Node ids are a compatibility promise (docs/compatibility.md): `ModularLoop_<Class>` and
-`ModularBlock_<Class>`, named after the class alone so that moving a file keeps workflows working."""
+`ModularBlock_<Class>`, named after the class alone so that moving a file keeps workflows working.
+
+Pure: nothing here imports ComfyUI at import time (a loop node's run takes ComfyUI's hooks from `host`)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
+from dataclasses import dataclass
 
-import comfy.model_management
-import comfy.utils
-
-from ..modular import BlockConfig, StepHooks, run_loop
-from ..modular.denoise import LOOP_VALUES
+from ..modular import BlockConfig, LoopConfigError, run_loop
+from ..modular.errors import loop_where
+from ..modular.runner import NO_BLOCKS_HINT, require_blocks
 from . import values
 from .values import BLOCK_TYPE, STATE_TYPE
 
@@ -27,7 +29,8 @@ def node_id(entry) -> str:
 
 
 def attached_blocks(kwargs) -> list:
-    """(socket, BlockConfig) of the block nodes connected to block_1, block_2, ..., in socket order."""
+    """(socket, BlockConfig) of the block nodes connected to block_1, block_2, ..., in socket order
+    (by number: block_2 runs before block_10)."""
     attached = [(k, v) for k, v in kwargs.items() if BLOCK_SOCKET.fullmatch(k) and v is not None]
     attached.sort(key=lambda kv: int(BLOCK_SOCKET.fullmatch(kv[0]).group(1)))
     return attached
@@ -63,15 +66,12 @@ class DeclaredNode:
     reading the given values and components back out of ComfyUI's kwargs."""
 
     ENTRY = None
+    PROVIDED_IN_LOOP = frozenset()  # declared inputs the node does not show (`Registry.provided_in_loop`)
 
     @classmethod
     def specs(cls):
-        """The declared inputs a node shows: a block's, or a denoise loop's, without the values a sampler
-        provides itself or its blocks write inside the loop (`modular.denoise.LOOP_VALUES`)."""
-        specs = cls.ENTRY.input_specs()
-        if cls.ENTRY.role == "block" or cls.ENTRY.is_denoise_loop:
-            specs = [s for s in specs if s.name not in LOOP_VALUES]
-        return specs
+        """The declared inputs a node shows: all of them but those the loop it runs in provides."""
+        return [s for s in cls.ENTRY.input_specs() if s.name not in cls.PROVIDED_IN_LOOP]
 
     @classmethod
     def declared_inputs(cls):
@@ -86,7 +86,7 @@ class DeclaredNode:
         """-> (values given on the node, components connected to it)."""
         entry = cls.ENTRY
         components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
-        return values.given_values(cls.specs(), kwargs), components
+        return values.given_values(cls.specs(), kwargs, entry.component_specs()), components
 
 
 class BlockNode(DeclaredNode):
@@ -104,19 +104,21 @@ class BlockNode(DeclaredNode):
 
     def configure(self, unique_id=None, **kwargs):
         given, components = self.given(kwargs)
-        return (BlockConfig(self.ENTRY.cls, given, components, f"node {unique_id}"),)
+        return (BlockConfig(self.ENTRY.cls, given, components, unique_id),)
 
 
 class BlockSocketsNode(DeclaredNode):
     """A node that runs the blocks attached to its block_1, block_2, ... sockets."""
 
-    NO_BLOCKS_HINT = "connect a block node to block_1"
+    NO_BLOCKS_HINT = NO_BLOCKS_HINT
 
     @classmethod
     def check(cls, kwargs):
         problems = super().check(kwargs)
-        if not any(BLOCK_SOCKET.fullmatch(k) for k in kwargs):
-            problems.append(f"no loop blocks attached: {cls.NO_BLOCKS_HINT}")
+        try:
+            require_blocks([k for k in kwargs if BLOCK_SOCKET.fullmatch(k)], loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
+        except LoopConfigError as e:
+            problems.append(str(e))
         return problems
 
 
@@ -138,28 +140,14 @@ class LoopNode(BlockSocketsNode):
         return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def run(self, unique_id=None, state=None, **kwargs):
+        from . import host  # ComfyUI's hooks, only when a loop runs inside it
+
         entry = self.ENTRY
-        attached = attached_blocks(kwargs)
         given, components = self.given(kwargs)
-        pbar = comfy.utils.ProgressBar(1)
-
-        def progress(step, total, preview):
-            pbar.update_absolute(step, total if total else step + 1, preview)
-
-        result = run_loop(
-            entry.cls,
-            attached,
-            loop_values=given,
-            state=state,
-            components=components,
-            hooks=StepHooks(
-                progress=progress,
-                interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
-                passthrough=(comfy.model_management.InterruptProcessingException,),
-            ),
-            device=comfy.model_management.get_torch_device(),
-            label=f"{entry.name} (node {unique_id})",
-        )
+        with host.failed_block_reported():
+            result = run_loop(entry.cls, attached_blocks(kwargs), loop_values=given, state=state, components=components,
+                              hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(),
+                              label=loop_where(entry.name, unique_id))
         for note in result.notes:
             log.warning("[Modular Loops] %s", note)
         return (result.state,)
@@ -169,10 +157,12 @@ def _ordinal(i):
     return {1: "first", 2: "second", 3: "third"}.get(i, f"{i}th")
 
 
-def make_node(entry, base=None, nid=None) -> type:
-    """The node class of `entry`: a block node, a loop node, or `base` (e.g. a sampler node) under `nid`."""
+def make_node(entry, base=None, nid=None, provided_in_loop=()) -> type:
+    """The node class of `entry`: a block node, a loop node, or `base` (e.g. a sampler node) under `nid`.
+    `provided_in_loop`: declared inputs the node does not show."""
     base = base or (LoopNode if entry.role == "loop" else BlockNode)
-    attrs = {"ENTRY": entry, "DESCRIPTION": _description(entry), "__module__": __name__}
+    attrs = {"ENTRY": entry, "DESCRIPTION": _description(entry), "PROVIDED_IN_LOOP": frozenset(provided_in_loop),
+             "__module__": __name__}
     cls = type(nid or node_id(entry), (base,), attrs)
     names = values.json_widget_names(cls.specs())
     if entry.role == "loop":
@@ -181,3 +171,38 @@ def make_node(entry, base=None, nid=None) -> type:
         names = (names or ["unique_id"]) + list(block_sockets())
     cls.VALIDATE_INPUTS = _validator(names, lambda c, kw: c.check(kw))
     return cls
+
+
+@dataclass(frozen=True)
+class GeneratedNode:
+    cls: type
+    display: str
+    origin: dict  # what a saved workflow records of where the class came from
+
+
+def generate_nodes(registry, denoise_nodes=None) -> dict[str, GeneratedNode]:
+    """{node id: GeneratedNode} for every entry of `registry`. A denoise loop gets the nodes
+    `denoise_nodes(entry, make)` returns ({id: (class, display name)}; `make(base, nid)` builds one);
+    without `denoise_nodes` denoise loops get none."""
+    generated = {}
+    for entry in registry.entries.values():
+        hidden = registry.provided_in_loop(entry)
+
+        def make(base=None, nid=None, entry=entry, hidden=hidden):
+            return make_node(entry, base, nid, hidden)
+
+        if entry.is_denoise_loop:
+            made = denoise_nodes(entry, make) if denoise_nodes is not None else {}
+        else:
+            made = {node_id(entry): (make(), entry.name)}
+        origin = {"class": entry.name, "role": entry.role, "origin": entry.origin, "source": shown_source(entry)}
+        for nid, (cls, display) in made.items():
+            generated[nid] = GeneratedNode(cls, display, origin)
+    return generated
+
+
+def shown_source(entry) -> str:
+    """Where a class came from, as a saved workflow may record it: never a full path (workflows are shared)."""
+    if entry.origin == "pack":
+        return "modular/blocks/" + os.path.basename(entry.source)
+    return os.path.basename(os.path.normpath(entry.source))

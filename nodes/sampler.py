@@ -1,10 +1,10 @@
 """Denoise loops inside ComfyUI's sampler machinery.
 
-A denoise loop (a loop wrapper over sigmas, `modular/denoise.py`) gets two generated nodes:
+A denoise loop (a loop wrapper over sigmas, `modular/sampling.py`) gets two generated nodes:
 - `ModularSampler_<Class>`: a SAMPLER (`comfy.samplers.KSAMPLER`) for `SamplerCustomAdvanced` and
   every node that takes one. NOISE, GUIDER and SIGMAS stay ComfyUI's own.
-- `ModularKSampler_<Class>`: the all-in-one node with KSampler's inputs, which runs the same SAMPLER
-  through `comfy.sample.sample_custom` as `SamplerCustom` does.
+- `ModularKSampler_<Class>`: the all-in-one node with KSampler's inputs: KSampler's sigmas from
+  `BasicScheduler`, then ComfyUI's own `SamplerCustom` runs the same SAMPLER.
 Either way the loop's `denoiser` is ComfyUI's guided model (CFG, patches, ControlNet, inpaint masks),
 the progress bar, x0 previews and Interrupt are `latent_preview`'s and the ProgressBar's, and the
 model is loaded by ComfyUI's model management on its device.
@@ -13,53 +13,54 @@ model is loaded by ComfyUI's model management on its device.
 from __future__ import annotations
 
 import comfy.k_diffusion.sampling
-import comfy.model_management
 import comfy.model_sampling
-import comfy.sample
 import comfy.samplers
-import comfy.utils
-import latent_preview
-from comfy_extras.nodes_custom_sampler import BasicScheduler
+from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
-from ..modular import LoopConfigError, StepHooks
-from ..modular.denoise import check_blocks, run_denoise
+from ..modular import LoopConfigError
+from ..modular.errors import loop_where
+from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, plan_denoise
+from . import host
 from .factory import BlockSocketsNode, attached_blocks, block_sockets
 
 CATEGORY = "Modular Loops/sampling"
 
 
-def denoise_sampler(entry, attached, given, components, label) -> comfy.samplers.KSAMPLER:
-    """A KSAMPLER whose sampler function runs the denoise loop `entry` with the `attached` blocks."""
+def denoise_sampler(plan) -> comfy.samplers.KSAMPLER:
+    """A KSAMPLER whose sampler function runs the checked denoise loop `plan` (`modular.sampling.plan_denoise`)."""
 
-    def sample(model, noise, sigmas, extra_args=None, callback=None, disable=None):
-        # model: ComfyUI's KSamplerX0Inpaint (inpaint blending) around the guider around the model.
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        # model: ComfyUI's KSamplerX0Inpaint (inpaint blending) around the guider around the model; x: the
+        # noised latent at sigmas[0] (k-diffusion's name for it).
         base = model.inner_model.inner_model
         extra_args = dict(extra_args or {})
         channels = base.latent_format.latent_channels
-        if noise.ndim >= 2 and noise.shape[1] != channels:
+        if x.ndim >= 2 and x.shape[1] != channels:
             raise LoopConfigError(
-                f"{label}: the latent has {noise.shape[1]} channels but the model ({type(base).__name__}) works on "
+                f"{plan.label}: the latent has {x.shape[1]} channels but the model ({type(base).__name__}) works on "
                 f"{channels}; use a latent made for this model (its VAE, or Empty Latent Image)")
 
-        def payload(step, block_state):  # what ComfyUI's samplers hand their callback after step `step - 1`
+        step_x = {}
+
+        def step_start(i, block_state):
+            step_x[i] = block_state.latents
+
+        def payload(step, block_state):  # what ComfyUI's samplers hand their callback for step i: x before it
             i = step - 1
-            x = block_state.latents
-            return {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
-                    "denoised": getattr(block_state, "denoised", x)}
+            x_i = step_x.pop(i, block_state.latents)
+            return {"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
+                    "denoised": getattr(block_state, "denoised", x_i)}
 
         flow = isinstance(base.model_sampling, comfy.model_sampling.CONST)
-        hooks = StepHooks(
-            progress=(lambda step, total, p: callback(p)) if callback is not None else None,
-            interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
-            preview=payload if callback is not None else None,
-            passthrough=(comfy.model_management.InterruptProcessingException,),
-        )
-        result = run_denoise(
-            entry.cls, attached, latents=noise, sigmas=sigmas, denoiser=model, denoiser_kwargs=extra_args,
-            noise_seed=extra_args.get("seed"), noise_sampler=host_noise_sampler(base, noise, extra_args.get("seed"), flow),
-            flow_matching=flow,
-            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None),
-            loop_values=given, components=components, hooks=hooks, device=noise.device, label=label)
+        seed = extra_args.get("seed")
+        hooks = host.step_hooks(progress=lambda step, total, p: callback(p), preview=payload,
+                                step_start=step_start) if callback is not None else host.step_hooks()
+        values = HostValues(
+            latents=x, sigmas=sigmas, denoiser=model, denoiser_kwargs=extra_args, noise_seed=seed,
+            noise_sampler=host_noise_sampler(base, x, seed, flow), flow_matching=flow,
+            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None))
+        with host.failed_block_reported():
+            result = plan.run(values, hooks, device=x.device)
         return result.state.get("latents")
 
     return comfy.samplers.KSAMPLER(sample)
@@ -79,7 +80,7 @@ def host_noise_sampler(base, x, seed, flow):
 class DenoiseLoopNode(BlockSocketsNode):
     """What both sampler nodes share: the loop's own inputs, the block sockets, building the SAMPLER."""
 
-    NO_BLOCKS_HINT = "connect a prediction block and a step block"
+    NO_BLOCKS_HINT = DENOISE_NO_BLOCKS_HINT
 
     @classmethod
     def loop_inputs(cls):
@@ -87,11 +88,12 @@ class DenoiseLoopNode(BlockSocketsNode):
         return required, {**optional, **block_sockets()}
 
     def make_sampler(self, unique_id, kwargs):
-        attached = attached_blocks(kwargs)
+        """The SAMPLER, its blocks checked here: before the model loads, not at step 0."""
         given, components = self.given(kwargs)
-        label = f"{self.ENTRY.name} (node {unique_id})"
-        check_blocks(attached, label, available=set(given))  # before the model loads, not at step 0
-        return denoise_sampler(self.ENTRY, attached, given, components, label), label
+        with host.failed_block_reported():
+            plan = plan_denoise(self.ENTRY.cls, attached_blocks(kwargs), given, components,
+                                loop_where(self.ENTRY.name, unique_id))
+        return denoise_sampler(plan), plan.label
 
 
 class SamplerNode(DenoiseLoopNode):
@@ -141,26 +143,13 @@ class KSamplerNode(DenoiseLoopNode):
 
     def sample(self, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, unique_id=None,
                **kwargs):
+        """KSampler's sigmas (BasicScheduler) and ComfyUI's own SamplerCustom with this loop as its SAMPLER."""
         sampler, label = self.make_sampler(unique_id, kwargs)
         sigmas = schedule(model, scheduler, steps, denoise)
         if len(sigmas) < 2:
             raise LoopConfigError(f"{label}: zero steps: denoise {denoise} with {steps} steps leaves nothing to run")
-        latent = latent_image.copy()
-        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-        latent["samples"] = samples
-        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-        x0_output = {}
-        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
-        out_samples = comfy.sample.sample_custom(
-            model, noise, cfg, sampler, sigmas, positive, negative, samples, noise_mask=latent.get("noise_mask"),
-            callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        out = latent.copy()
-        out["samples"] = out_samples
-        denoised = out
-        if "x0" in x0_output:
-            denoised = latent.copy()
-            denoised["samples"] = model.model.process_latent_out(x0_output["x0"].cpu())
-        return (out, denoised)
+        out = SamplerCustom().sample(model, True, seed, cfg, positive, negative, sampler, sigmas, latent_image)
+        return (out[0], out[1])
 
 
 def schedule(model, scheduler, steps, denoise):
@@ -168,11 +157,9 @@ def schedule(model, scheduler, steps, denoise):
     return BasicScheduler().get_sigmas(model, scheduler, steps, denoise)[0]
 
 
-def sampler_nodes(entry, make_node):
-    """{node id: (class, display name)} of the two nodes of a denoise loop."""
+def sampler_nodes(entry, make):
+    """{node id: (class, display name)} of the two nodes of a denoise loop (`make(base, nid)` builds one)."""
     return {
-        f"ModularSampler_{entry.name}": (make_node(entry, SamplerNode, f"ModularSampler_{entry.name}"),
-                                         f"{entry.name} Sampler"),
-        f"ModularKSampler_{entry.name}": (make_node(entry, KSamplerNode, f"ModularKSampler_{entry.name}"),
-                                          f"{entry.name} KSampler"),
+        f"ModularSampler_{entry.name}": (make(SamplerNode, f"ModularSampler_{entry.name}"), f"{entry.name} Sampler"),
+        f"ModularKSampler_{entry.name}": (make(KSamplerNode, f"ModularKSampler_{entry.name}"), f"{entry.name} KSampler"),
     }

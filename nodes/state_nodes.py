@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..modular import describe
+from ..modular import describe, state_values
 from .factory import CATEGORY
 from .values import ANY, STATE_TYPE
 
@@ -19,10 +19,11 @@ class GetStateValue:
         return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "x", "tooltip": "Name of the value."})}}
 
     def get(self, state, key):
-        if key not in state.values:
-            keys = ", ".join(state.values) or "none"
+        held = state_values(state)
+        if key not in held:
+            keys = ", ".join(held) or "none"
             raise KeyError(f"Get State Value: the state has no value named '{key}' (it has: {keys})")
-        return (state.values[key],)
+        return (held[key],)
 
 
 class InspectState:

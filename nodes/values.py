@@ -1,17 +1,28 @@
-"""ComfyUI <-> core: socket types, widget specs from `ParamSpec`s, and widget/socket values -> given values."""
+"""ComfyUI <-> core: socket types, widget specs from `ParamSpec`s, and widget/socket values -> given values.
+Pure: imports no ComfyUI."""
 
 from __future__ import annotations
 
 import json
 
-from comfy.comfy_types.node_typing import IO
-
 from ..modular import NOT_GIVEN, parse_json_widget
 
 BLOCK_TYPE = "LOOP_BLOCK"
 STATE_TYPE = "PIPELINE_STATE"
-ANY = IO.ANY  # "*", with the `__ne__` that ComfyUI's validation needs to accept any type
 LINK_SUFFIX = "_link"
+
+
+class AnyType(str):
+    """ComfyUI's any-type socket: "*", unequal to no type. ComfyUI's own `IO.ANY` is the same string with the
+    same `__ne__`, which its validation (0.3.64 and later) relies on; this one needs no ComfyUI import."""
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = str.__hash__
+
+
+ANY = AnyType("*")
 INT_LIMIT = 0xFFFFFFFFFFFFFFFF
 
 
@@ -62,15 +73,22 @@ def widget_entry(spec):
     return None
 
 
+def link_sockets(specs, component_specs=()) -> dict[str, str]:
+    """{JSON input name: its link socket}: `x` gets `x_link`, unless an input or component of that name is declared."""
+    declared = {s.name for s in specs} | {s.name for s in component_specs}
+    return {s.name: s.name + LINK_SUFFIX for s in specs if s.kind == "json" and s.name + LINK_SUFFIX not in declared}
+
+
 def input_types(specs, component_specs):
     """-> (required, optional) INPUT_TYPES dicts for a block's or loop's declared inputs."""
+    links = link_sockets(specs, component_specs)
     required, optional = {}, {}
     for spec in specs:
         entry = widget_entry(spec)
         if entry is not None:
             required[spec.name] = entry
-        if spec.kind == "json" and spec.name + LINK_SUFFIX not in required:
-            optional[spec.name + LINK_SUFFIX] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget."})
+        if spec.name in links:
+            optional[links[spec.name]] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget."})
         elif spec.kind == "object":
             optional[spec.name] = (ANY, {"tooltip": _tooltip(spec)})
     for spec in component_specs:
@@ -86,12 +104,13 @@ def json_widget_names(specs) -> list[str]:
     return [s.name for s in specs if s.kind == "json"]
 
 
-def given_values(specs, kwargs) -> dict:
+def given_values(specs, kwargs, component_specs=()) -> dict:
     """The values a node gives: typed widgets always, JSON widgets when not empty, links when connected."""
+    links = link_sockets(specs, component_specs)
     values = {}
     for spec in specs:
         if spec.kind == "json":
-            linked = kwargs.get(spec.name + LINK_SUFFIX)
+            linked = kwargs.get(links[spec.name]) if spec.name in links else None
             if linked is not None:
                 values[spec.name] = linked
                 continue
@@ -99,8 +118,16 @@ def given_values(specs, kwargs) -> dict:
             if parsed is not NOT_GIVEN:
                 values[spec.name] = parsed
         elif spec.name in kwargs and kwargs[spec.name] is not None:
-            values[spec.name] = kwargs[spec.name]
+            values[spec.name] = state_value(spec, kwargs[spec.name])
     return values
+
+
+def state_value(spec, value):
+    """A ComfyUI value as the block state holds it: a LATENT (`{"samples": tensor, ...}`) connected to a tensor
+    input is its `samples` tensor; anything else is given as it is."""
+    if spec.kind == "object" and spec.type_name == "Tensor" and isinstance(value, dict) and "samples" in value:
+        return value["samples"]
+    return value
 
 
 def json_errors(specs, kwargs) -> list[str]:

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tools.comfy_client import ComfyProcess, RunResult, ValidationError, ui_to_api  # noqa: E402
+from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, ui_to_api  # noqa: E402
 
-__all__ = ["ComfyServer", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
+__all__ = ["ComfyServer", "Graph", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3"]
 PACK_DIR_NAME = "modular_loops"
 

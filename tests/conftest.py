@@ -5,9 +5,11 @@ reason.
 A test file's tier is in its name: `test_core*.py` core, `test_browser*.py` browser, any other host.
 """
 
+import importlib
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+PACK_PACKAGE = "modular_loops_pack"
+
+
+def import_pack_module(name: str):
+    """A module of the pack imported as ComfyUI imports it (a package, relative imports working), e.g.
+    "nodes.factory", without running the pack's `__init__.py`, which builds ComfyUI's node mappings."""
+    if PACK_PACKAGE not in sys.modules:
+        package = types.ModuleType(PACK_PACKAGE)
+        package.__path__ = [str(ROOT)]
+        sys.modules[PACK_PACKAGE] = package
+    return importlib.import_module(f"{PACK_PACKAGE}.{name}")
+
 
 SKIPPED_TIERS: dict[str, str] = {}
 REPORT: list[str] = []  # figures a tier measured on the way (shown at the end, not asserted)

@@ -79,7 +79,6 @@ def test_diffusers_quirk_from_blocks_dict_keeps_classes():
 def test_loop_inputs_are_not_required_by_diffusers_outputs_quirk():
     wrapper = compat.compose(LoopWrapper, {"a": LoopBlock})
     assert [p.name for p in compat.seeded_inputs(wrapper)] == ["num_steps", "x"]
-    assert "x" in compat.produced_names(wrapper)
 
 
 # --- order, sharing, chaining ----------------------------------------------------------------
@@ -194,29 +193,30 @@ def test_interrupt_without_passthrough_is_reported_as_loop_error():
 
 
 def test_no_blocks_attached():
-    with pytest.raises(LoopConfigError, match="no loop blocks attached"):
+    with pytest.raises(LoopConfigError, match=r"^LoopWrapper \(node 5\): no loop blocks attached; connect at least one"):
         run_loop(LoopWrapper, [], {"num_steps": 3}, label="LoopWrapper (node 5)")
 
 
 def test_required_input_missing(registry):
     add = registry.entries["AddBlock"].cls
     with pytest.raises(LoopConfigError, match=r"required input 'amount' is missing: give it on block 'a' \(AddBlock, node 4\)"):
-        run_loop(LoopWrapper, [("a", BlockConfig(add, {"x": 0}, label="node 4"))], {"num_steps": 2})
+        run_loop(LoopWrapper, [("a", BlockConfig(add, {"x": 0}, node="4"))], {"num_steps": 2})
     ok = run_loop(LoopWrapper, [("a", BlockConfig(add, {"x": 0}))], {"num_steps": 2}, state=_state(amount=5))
     assert ok.state.get("x") == 10
 
 
 def test_wrong_type(user):
-    with pytest.raises(LoopConfigError, match=r"input 'factor' of block 'b' \(MultiplyBlock, node 9\).*expected int, got str"):
+    with pytest.raises(LoopConfigError, match=r"input 'factor' of block 'b' \(MultiplyBlock, node 9\).*expected int, got str") as e:
         run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0})),
-                               ("b", BlockConfig(user["MultiplyBlock"], {"factor": "3"}, label="node 9"))],
+                               ("b", BlockConfig(user["MultiplyBlock"], {"factor": "3"}, node="9"))],
                  {"num_steps": 1})
+    assert e.value.block_node == "9"
 
 
 def test_conflicting_values_are_reported_not_resolved():
     with pytest.raises(LoopConfigError) as info:
-        run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0}, label="node 3")),
-                               ("b", BlockConfig(LoopBlock, {"x": 5}, label="node 4"))], {"num_steps": 1})
+        run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0}, node="3")),
+                               ("b", BlockConfig(LoopBlock, {"x": 5}, node="4"))], {"num_steps": 1})
     msg = str(info.value)
     assert "'x'" in msg and "node 3" in msg and "node 4" in msg and "0" in msg and "5" in msg
 
@@ -240,8 +240,8 @@ def test_node_value_beats_incoming_state_which_beats_default(user):
 
 
 def test_block_raising_at_step_1_names_loop_block_class_step_cause(user):
-    blocks = [("block_1", BlockConfig(LoopBlock, {"x": 0}, label="node 2")),
-              ("block_2", BlockConfig(user["FailAtStepBlock"], {"fail_at": 1}, label="node 3"))]
+    blocks = [("block_1", BlockConfig(LoopBlock, {"x": 0}, node="2")),
+              ("block_2", BlockConfig(user["FailAtStepBlock"], {"fail_at": 1}, node="3"))]
     with pytest.raises(BlockStepError) as info:
         run_loop(LoopWrapper, blocks, {"num_steps": 3}, label="LoopWrapper (node 1)")
     msg = str(info.value)
@@ -249,6 +249,17 @@ def test_block_raising_at_step_1_names_loop_block_class_step_cause(user):
                  "deliberate failure at i=1"):
         assert part in msg, (part, msg)
     assert info.value.step == 1 and info.value.block_name == "block_2"
+    assert info.value.block_node == "3"  # as data, for the host to mark that node
+
+
+def test_where_a_loop_and_a_block_are_named():
+    # One form, built in one place (modular.errors); messages and the hosts' tests read it.
+    from modular.errors import block_where, loop_where
+
+    assert block_where("block_2", "FailAtStepBlock", "7") == "'block_2' (FailAtStepBlock, node 7)"
+    assert block_where("block_2", "FailAtStepBlock") == "'block_2' (FailAtStepBlock)"
+    assert loop_where("LoopWrapper", 5) == "LoopWrapper (node 5)" and loop_where("LoopWrapper") == "LoopWrapper"
+    assert BlockConfig(LoopBlock, node="7").where("b") == "'b' (LoopBlock, node 7)"
 
 
 def test_wrapper_failure_outside_blocks_is_a_loop_error():

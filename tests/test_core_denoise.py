@@ -10,7 +10,7 @@ import torch
 from modular import BlockConfig, BlockStepError, LoopConfigError, StepHooks
 from modular.blocks import denoise as blocks
 from modular.blocks.diffusers_step import SCHEDULERS, DiffusersSchedulerStep
-from modular.denoise import HOST_VALUES, check_sigmas, run_denoise
+from modular.sampling import HostValues, check_sigmas, run_denoise
 
 SIGMAS = torch.tensor([14.6, 7.0, 3.0, 1.2, 0.4, 0.0])
 X0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -22,11 +22,12 @@ def denoiser(x, sigma, **kwargs):
     return X0 + 0.1 * x / (1 + sigma[:, None, None, None] ** 2)
 
 
-def run(*step_blocks, sigmas=SIGMAS, den=denoiser, seed=3, **kw):
+def run(*step_blocks, sigmas=SIGMAS, den=denoiser, seed=3, hooks=None, **host):
     attached = [(f"block_{k}", b if isinstance(b, BlockConfig) else BlockConfig(b))
                 for k, b in enumerate([blocks.PredictDenoised, *step_blocks], start=1)]
-    return run_denoise(blocks.DenoiseLoop, attached, latents=NOISE * sigmas[0], sigmas=sigmas, denoiser=den,
-                       noise_seed=seed, latent_image=torch.zeros_like(NOISE), noise=NOISE, **kw)
+    values = HostValues(latents=NOISE * sigmas[0], sigmas=sigmas, denoiser=den, noise_seed=seed,
+                        latent_image=torch.zeros_like(NOISE), noise=NOISE, **host)
+    return run_denoise(blocks.DenoiseLoop, attached, values, hooks=hooks)
 
 
 def reference_euler(sigmas=SIGMAS):
@@ -59,14 +60,36 @@ def test_euler_and_dpmpp_2m_follow_k_diffusion():
     assert torch.allclose(run(blocks.DPMPP2MStep).state.get("latents"), reference_dpmpp_2m(), atol=1e-5)
 
 
+def reference_dpmpp_2m_first_order(sigmas=SIGMAS):
+    """DPM-Solver++ with no history: what DPMPP2MStep would do if `old_denoised` were lost between steps."""
+    x = NOISE * sigmas[0]
+    for i in range(len(sigmas) - 1):
+        den = denoiser(x, sigmas[i] * x.new_ones([1]))
+        h = sigmas[i].log() - sigmas[i + 1].log() if sigmas[i + 1] > 0 else None
+        x = den if h is None else (sigmas[i + 1] / sigmas[i]) * x + (1 - (sigmas[i + 1] / sigmas[i])) * den
+    return x
+
+
 def test_dpmpp_2m_keeps_its_history_in_the_shared_state():
-    seen = []
+    denoised, history = [], []
 
-    def preview(step, block_state):
-        seen.append(getattr(block_state, "old_denoised", None) is not None)
+    def step_start(i, block_state):
+        history.append(getattr(block_state, "old_denoised", None))
 
-    run(blocks.DPMPP2MStep, hooks=StepHooks(progress=lambda *a: None, preview=preview))
-    assert seen == [True] * (len(SIGMAS) - 1)
+    hooks = StepHooks(step_start=step_start, progress=lambda *a: None,
+                      preview=lambda step, bs: denoised.append(bs.denoised))
+    out = run(blocks.DPMPP2MStep, hooks=hooks).state.get("latents")
+    # Each step starts with the previous step's x0 in the shared state, the very tensor that step wrote.
+    assert history[0] is None and all(history[i] is denoised[i - 1] for i in range(1, len(denoised)))
+    assert torch.allclose(out, reference_dpmpp_2m(), atol=1e-5)
+
+    # ... and it is used: with the history dropped at every step the solver is first order, another result.
+    def forget(i, block_state):
+        block_state.old_denoised = None
+
+    forgetful = run(blocks.DPMPP2MStep, hooks=StepHooks(step_start=forget)).state.get("latents")
+    assert torch.allclose(forgetful, reference_dpmpp_2m_first_order(), atol=1e-5)
+    assert (forgetful - out).abs().max() > 1e-3
 
 
 def test_euler_ancestral_is_seeded_and_eta_zero_is_euler():
@@ -127,18 +150,24 @@ def test_diffusers_euler_equals_euler_block_and_dpm_solver_equals_dpmpp_2m():
 def test_flow_matching_models_take_flow_schedulers():
     flow = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
 
-    def flow_denoiser(x, sigma, **kw):
-        return X0 * 0.9
+    def flow_denoiser(x, sigma, **kw):  # depends on x and sigma: only a true flow Euler step matches the reference
+        return X0 * 0.9 + 0.2 * x * sigma[:, None, None, None]
 
-    kw = dict(sigmas=flow, den=flow_denoiser)
-    out = run_denoise(
-        blocks.DenoiseLoop,
-        [("block_1", BlockConfig(blocks.PredictDenoised)),
-         ("block_2", BlockConfig(DiffusersSchedulerStep, {"scheduler": "FlowMatchEulerDiscreteScheduler"}))],
-        latents=NOISE, sigmas=flow, denoiser=flow_denoiser, flow_matching=True).state.get("latents")
-    assert torch.allclose(out, X0 * 0.9, atol=1e-5)
+    x = NOISE.clone()
+    for i in range(len(flow) - 1):  # flow Euler: x moves along the velocity (x - x0) / sigma
+        x = x + (x - flow_denoiser(x, flow[i:i + 1])) / flow[i] * (flow[i + 1] - flow[i])
+
+    def flow_run(scheduler):
+        attached = [("block_1", BlockConfig(blocks.PredictDenoised)),
+                    ("block_2", BlockConfig(DiffusersSchedulerStep, {"scheduler": scheduler}))]
+        values = HostValues(latents=NOISE, sigmas=flow, denoiser=flow_denoiser, flow_matching=True)
+        return run_denoise(blocks.DenoiseLoop, attached, values).state.get("latents")
+
+    out = flow_run("FlowMatchEulerDiscreteScheduler")
+    assert torch.allclose(out, x, atol=1e-5)
+    assert (out - X0 * 0.9).abs().max() > 1e-2  # not simply the final x0
     with pytest.raises(BlockStepError, match="flow model"):
-        run(BlockConfig(DiffusersSchedulerStep, {"scheduler": "EulerDiscreteScheduler"}), **kw, flow_matching=True)
+        flow_run("EulerDiscreteScheduler")
 
 
 def test_latent_blend_keeps_the_unmasked_region():
@@ -169,9 +198,36 @@ def test_sigmas_must_be_strictly_decreasing_with_a_step():
 def test_blocks_must_form_a_denoise_loop():
     with pytest.raises(LoopConfigError, match="no step block"):
         run()
-    with pytest.raises(LoopConfigError, match=r"'block_1' \(EulerStep\) reads 'denoised'.*PredictDenoised"):
-        run_denoise(blocks.DenoiseLoop, [("block_1", BlockConfig(blocks.EulerStep))], latents=NOISE, sigmas=SIGMAS,
-                    denoiser=denoiser)
+    with pytest.raises(LoopConfigError, match=r"'block_1' \(EulerStep, node 4\) reads 'denoised'.*PredictDenoised") as info:
+        run_denoise(blocks.DenoiseLoop, [("block_1", BlockConfig(blocks.EulerStep, node="4"))],
+                    HostValues(latents=NOISE, sigmas=SIGMAS, denoiser=denoiser))
+    assert info.value.block_node == "4"  # the host marks that node
+    with pytest.raises(LoopConfigError, match="no loop blocks attached; connect a prediction block and a step block"):
+        run_denoise(blocks.DenoiseLoop, [], HostValues(latents=NOISE, sigmas=SIGMAS, denoiser=denoiser))
+
+
+def test_blocks_are_checked_once_per_plan_not_per_run(monkeypatch):
+    from modular import sampling
+
+    calls = []
+    real = sampling.check_blocks
+    monkeypatch.setattr(sampling, "check_blocks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plan = sampling.plan_denoise(blocks.DenoiseLoop, [("block_1", BlockConfig(blocks.PredictDenoised)),
+                                                      ("block_2", BlockConfig(blocks.EulerStep))])
+    for _ in range(2):
+        plan.run(HostValues(latents=NOISE * SIGMAS[0], sigmas=SIGMAS, denoiser=denoiser))
+    assert calls == [1]
+
+
+def test_shared_inputs_are_fresh_per_block():
+    # diffusers writes `required` into the InputParams of a composed loop: no block may share one object.
+    from modular import compat
+
+    wrapper = compat.compose(blocks.DenoiseLoop, {"a": blocks.PredictDenoised, "b": blocks.EulerStep})
+    for p in wrapper.inputs:
+        p.required = False
+    assert all(p.required for p in blocks.EulerStep().inputs)
+    assert blocks.EulerStep().inputs[0] is not blocks.EulerStep().inputs[0]
 
 
 def test_nan_mid_loop_names_block_and_step():
@@ -186,6 +242,6 @@ def test_nan_mid_loop_names_block_and_step():
 
 
 def test_host_values_cannot_be_given_on_a_node():
-    with pytest.raises(LoopConfigError, match="'latents' on block 'block_2'.*provided by the loop's host"):
-        run(BlockConfig(blocks.EulerStep, {"latents": torch.zeros(1)}))
-    assert {"latents", "sigmas", "denoiser"} <= set(HOST_VALUES)
+    with pytest.raises(LoopConfigError, match="'latents' on block 'block_2'.*provided by the loop's host") as info:
+        run(BlockConfig(blocks.EulerStep, {"latents": torch.zeros(1)}, node="12"))
+    assert info.value.block_node == "12"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from comfy_host import ValidationError, require_host, ui_to_api
+from comfy_host import Graph, ValidationError, require_host, ui_to_api
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -22,30 +22,27 @@ def server(comfy_server):
     return comfy_server
 
 
-def guide_prompt(num_steps=3, n_blocks=2, x="0"):
-    """The guide's loop as an API prompt: blocks 1.. n, loop 100, get-value 101, preview 102."""
-    prompt = {}
-    for k in range(1, n_blocks + 1):
-        prompt[str(k)] = {"class_type": BLOCK, "inputs": {"x": x if k == 1 else ""}}
-    prompt["100"] = {"class_type": LOOP, "inputs": {"num_steps": str(num_steps),
-                                                     **{f"block_{k}": [str(k), 0] for k in range(1, n_blocks + 1)}}}
-    prompt["101"] = {"class_type": "ModularStateGet", "inputs": {"state": ["100", 0], "key": "x"}}
-    prompt["102"] = {"class_type": "PreviewAny", "inputs": {"source": ["101", 0]}}
-    return prompt
+class LoopGraph:
+    """A loop with blocks attached in order and `x` read out of its state into a Preview Any node:
+    `g.graph` is the prompt; `g.blocks`, `g.loop`, `g.preview` the handles."""
+
+    def __init__(self, loop, loop_inputs, blocks, read="x"):
+        self.graph = Graph()
+        self.blocks = [self.graph.node(cls, **inputs) for cls, inputs in blocks]
+        self.loop = self.graph.node(loop, **loop_inputs, **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
+        self.get = self.graph.node("ModularStateGet", state=self.loop, key=read)
+        self.preview = self.graph.node("PreviewAny", source=self.get)
 
 
-def loop_prompt(loop, loop_inputs, blocks, x="0"):
-    """`blocks`: [(class_type, inputs)] attached in order to `loop`; x read out into node 102."""
-    prompt = {str(k): {"class_type": cls, "inputs": inputs} for k, (cls, inputs) in enumerate(blocks, start=1)}
-    prompt["100"] = {"class_type": loop, "inputs": {**loop_inputs, **{f"block_{k}": [str(k), 0] for k in prompt}}}
-    prompt["101"] = {"class_type": "ModularStateGet", "inputs": {"state": ["100", 0], "key": "x"}}
-    prompt["102"] = {"class_type": "PreviewAny", "inputs": {"source": ["101", 0]}}
-    return prompt
+def guide_graph(num_steps=3, n_blocks=2, x="0"):
+    """The guide's loop: n LoopBlock nodes (the first gives x) on a LoopWrapper."""
+    return LoopGraph(LOOP, {"num_steps": str(num_steps)}, [(BLOCK, {"x": x if k == 0 else ""}) for k in range(n_blocks)])
 
 
 def assert_still_serving(server):
-    result = server.run(guide_prompt())
-    assert result.status == "success" and result.text(102) == "6"
+    g = guide_graph()
+    result = server.run(g.graph)
+    assert result.status == "success" and result.text(g.preview) == "6"
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -116,63 +113,97 @@ def test_number_widgets_without_default_start_inside_their_limits(server):
     required = server.object_info("ModularBlock_BoundedBlock")["input"]["required"]
     assert required["k"][1]["default"] == 1 and required["scale"][1]["default"] == 0.5
     defaults = {name: spec[1]["default"] for name, spec in required.items()}
-    prompt = loop_prompt(LOOP, {"num_steps": "2"}, [("ModularBlock_BoundedBlock", {**defaults, "x": "0"})])
-    assert float(server.run(prompt).text(102)) == 1.0  # two steps of + 1 * 0.5
+    g = LoopGraph(LOOP, {"num_steps": "2"}, [("ModularBlock_BoundedBlock", {**defaults, "x": "0"})])
+    assert float(server.run(g.graph).text(g.preview)) == 1.0  # two steps of + 1 * 0.5
+
+
+def test_a_block_in_a_plain_loop_is_given_latents(server):
+    # A user's block reading `latents` (as diffusers' SDXL LoopBeforeDenoiser does) shows it and runs with a LATENT.
+    assert server.object_info("ModularBlock_LatentsBlock")["input"]["optional"]["latents"][0] == "*"
+    g = LoopGraph(LOOP, {"num_steps": "3"}, [("ModularBlock_LatentsBlock", {})])
+    empty = g.graph.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    g.blocks[0].set(latents=empty)
+    result = server.run(g.graph)
+    assert result.status == "success", result.error
+    assert float(result.text(g.preview)) == 3.0  # zeros + 1, three times
 
 
 @pytest.mark.parametrize("num_steps, n_blocks, expected", [(3, 2, "6"), (3, 1, "3"), (0, 2, "0")])
 def test_guide_loop(server, num_steps, n_blocks, expected):
-    result = server.run(guide_prompt(num_steps, n_blocks))
+    g = guide_graph(num_steps, n_blocks)
+    result = server.run(g.graph)
     assert result.status == "success", result.error
-    assert result.text(102) == expected
+    assert result.text(g.preview) == expected
 
 
 def test_progress_once_per_iteration(server):
     # ComfyUI >= 0.33 sends a progress update at most every 0.1 s (first and last always): steps of 0.15 s.
-    prompt = loop_prompt(LOOP, {"num_steps": "5"}, [(BLOCK, {"x": "0"}), ("ModularBlock_SleepBlock", {"seconds": 0.15})])
-    result = server.run(prompt)
-    loop_progress = [(v, m) for node, v, m in result.progress if node == "100"]
+    g = LoopGraph(LOOP, {"num_steps": "5"}, [(BLOCK, {"x": "0"}), ("ModularBlock_SleepBlock", {"seconds": 0.15})])
+    result = server.run(g.graph)
+    loop_progress = [(v, m) for node, v, m in result.progress if node == g.loop.id]
     assert loop_progress == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
 
 def test_blocks_run_in_socket_order_and_sixteen_fit(server):
     add, mul = (BLOCK, {"x": ""}), ("ModularBlock_MultiplyBlock", {"x": "", "factor": 3})
 
-    def run(blocks):
-        prompt = loop_prompt(LOOP, {"num_steps": "2"}, blocks)
-        prompt["1"]["inputs"]["x"] = "1"
-        return server.run(prompt).text(102)
+    def run(blocks, num_steps=2, start="1"):
+        g = LoopGraph(LOOP, {"num_steps": str(num_steps)}, blocks)
+        g.blocks[0].set(x=start)
+        return int(server.run(g.graph).text(g.preview))
 
-    assert run([add, mul]) == "21"  # (x + 1) * 3, twice, from 1
-    assert run([mul, add]) == "13"  # x * 3 + 1, twice, from 1
-    prompt = loop_prompt(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": ""})] * 16)
-    prompt["1"]["inputs"]["x"] = "0"
-    assert server.run(prompt).text(102) == "48"
+    assert run([add, mul]) == 21  # (x + 1) * 3, twice, from 1
+    assert run([mul, add]) == 13  # x * 3 + 1, twice, from 1
+    # Past 9 sockets, by number: block_2 runs before block_10. Add and double do not commute, so any other
+    # order (a name sort: 1, 10, 11, 12, 2, ...) gives another x.
+    double = ("ModularBlock_MultiplyBlock", {"x": "", "factor": 2})
+    blocks = [double if k % 3 == 0 else add for k in range(1, 13)]
+
+    def by_hand(order):
+        x = 1
+        for k in order:
+            x = x * 2 if blocks[k - 1] is double else x + 1
+        return x
+
+    assert by_hand(range(1, 13)) != by_hand(sorted(range(1, 13), key=str))
+    assert run(blocks, num_steps=1) == by_hand(range(1, 13))
+    assert run([add] * 16, num_steps=3, start="0") == 48
 
 
 def test_state_out_get_inspect_and_chain_into_second_loop(server):
-    prompt = guide_prompt()
-    prompt["200"] = {"class_type": BLOCK, "inputs": {"x": ""}}
-    prompt["201"] = {"class_type": BLOCK, "inputs": {"x": ""}}
-    prompt["202"] = {"class_type": LOOP, "inputs": {"num_steps": "3", "block_1": ["200", 0], "block_2": ["201", 0],
-                                                    "state": ["100", 0]}}
-    prompt["203"] = {"class_type": "ModularStateGet", "inputs": {"state": ["202", 0], "key": "x"}}
-    prompt["204"] = {"class_type": "PreviewAny", "inputs": {"source": ["203", 0]}}
-    prompt["205"] = {"class_type": "ModularStateInspect", "inputs": {"state": ["202", 0]}}
-    result = server.run(prompt)
+    g = guide_graph()
+    second = g.graph.node(LOOP, num_steps="3", block_1=g.graph.node(BLOCK, x=""), block_2=g.graph.node(BLOCK, x=""),
+                          state=g.loop)
+    preview = g.graph.node("PreviewAny", source=g.graph.node("ModularStateGet", state=second, key="x"))
+    inspect = g.graph.node("ModularStateInspect", state=second)
+    result = server.run(g.graph)
     assert result.status == "success", result.error
-    assert result.text(102) == "6" and result.text(204) == "12"
-    assert result.text(205) == "num_steps: int 3\nx: int 12"
+    assert result.text(g.preview) == "6" and result.text(preview) == "12"
+    assert result.text(inspect) == "num_steps: int 3\nx: int 12"
+
+
+def test_an_unchanged_loop_is_cached_and_a_changed_block_widget_runs_it_again(server):
+    # Block nodes are configuration: ComfyUI's cache keys the loop on their widgets (docs/design.md).
+    g = LoopGraph(LOOP, {"num_steps": "2"}, [(BLOCK, {"x": "0"}), ("ModularBlock_MultiplyBlock", {"x": "", "factor": 3})])
+    first = server.run(g.graph)
+    again = server.run(g.graph)
+    assert g.loop.id in again.cached() and g.loop.id not in again.ran()
+    assert again.text(g.preview) == first.text(g.preview) == "12"  # ((0 + 1) * 3 + 1) * 3
+    g.blocks[1].set(factor=4)
+    changed = server.run(g.graph)
+    assert g.loop.id in changed.ran() and g.loop.id not in changed.cached()
+    assert changed.text(g.preview) == "20"  # ((0 + 1) * 4 + 1) * 4
 
 
 def test_user_blocks_run(server):
-    prompt = loop_prompt("ModularLoop_RangeLoop", {"start": 2, "stop": 7}, [(BLOCK, {"x": "0"})])
-    assert server.run(prompt).text(102) == "5"
-    prompt = loop_prompt(LOOP, {"num_steps": "2"}, [("ModularBlock_ScaleBlock", {"x": "1.0", "offset": 0.25})])
-    assert server.run(prompt).text(102) == "1.5"
-    prompt = loop_prompt(LOOP, {"num_steps": "3"}, [("ModularBlock_AddBlock", {"x": "1", "amount": "[10]"})])
-    prompt["1"]["inputs"]["x"] = "[0]"
-    assert json.loads(server.run(prompt).text(102)) == [0, 10, 10, 10]  # JSON widgets carry lists too
+    def x_of(loop, loop_inputs, blocks):
+        g = LoopGraph(loop, loop_inputs, blocks)
+        return server.run(g.graph).text(g.preview)
+
+    assert x_of("ModularLoop_RangeLoop", {"start": 2, "stop": 7}, [(BLOCK, {"x": "0"})]) == "5"
+    assert x_of(LOOP, {"num_steps": "2"}, [("ModularBlock_ScaleBlock", {"x": "1.0", "offset": 0.25})]) == "1.5"
+    # JSON widgets carry lists too
+    assert json.loads(x_of(LOOP, {"num_steps": "3"}, [("ModularBlock_AddBlock", {"x": "[0]", "amount": "[10]"})])) == [0, 10, 10, 10]
 
 
 def test_example_workflows_are_templates_and_run(server):
@@ -251,21 +282,22 @@ def test_headless_runner_ui_and_api_formats(server, tmp_path):
     assert f"node {preview} (PreviewAny): 6" in r.stdout
     assert json.loads((tmp_path / "ui" / "outputs.json").read_text())[str(preview)]["text"] == ["6"]
     api = tmp_path / "guide_api.json"
-    api.write_text(json.dumps(guide_prompt(num_steps=4)))
+    g = guide_graph(num_steps=4)
+    api.write_text(json.dumps(g.graph.prompt()))
     r = run_tool(api, "--url", server.url)
-    assert r.returncode == 0 and "node 102 (PreviewAny): 8" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"node {g.preview} (PreviewAny): 8" in r.stdout, r.stderr
 
 
 def test_headless_runner_reports_invalid_and_failing_workflows(server, tmp_path):
-    bad = guide_prompt()
-    del bad["100"]["inputs"]["block_1"], bad["100"]["inputs"]["block_2"]
-    (tmp_path / "invalid.json").write_text(json.dumps(bad))
+    bad = guide_graph()
+    bad.loop.unset("block_1", "block_2")
+    (tmp_path / "invalid.json").write_text(json.dumps(bad.graph.prompt()))
     r = run_tool(tmp_path / "invalid.json", "--url", server.url)
     assert r.returncode == 2 and "no loop blocks attached" in r.stderr
-    failing = loop_prompt(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": "0"}), ("ModularBlock_FailAtStepBlock", {"fail_at": 1})])
-    (tmp_path / "failing.json").write_text(json.dumps(failing))
+    failing = LoopGraph(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": "0"}), ("ModularBlock_FailAtStepBlock", {"fail_at": 1})])
+    (tmp_path / "failing.json").write_text(json.dumps(failing.graph.prompt()))
     r = run_tool(tmp_path / "failing.json", "--url", server.url)
-    assert r.returncode == 1 and "FailAtStepBlock, node 2) failed at step 1" in r.stderr
+    assert r.returncode == 1 and f"FailAtStepBlock, node {failing.blocks[1]}) failed at step 1" in r.stderr
     (tmp_path / "missing.json").write_text(json.dumps({"1": {"class_type": "ModularBlock_NotInstalled", "inputs": {}}}))
     assert run_tool(tmp_path / "missing.json", "--url", server.url).returncode == 2
     assert run_tool(tmp_path / "invalid.json", "--url", "http://127.0.0.1:9").returncode == 3
@@ -281,73 +313,85 @@ def validation_errors(server, prompt):
 
 
 def test_no_block_attached_is_a_validation_error(server):
-    prompt = guide_prompt()
-    del prompt["100"]["inputs"]["block_1"], prompt["100"]["inputs"]["block_2"]
-    body = validation_errors(server, prompt)
-    errors = body["node_errors"]["100"]["errors"]
-    assert any("no loop blocks attached" in e["details"] for e in errors), errors
+    g = guide_graph()
+    g.loop.unset("block_1", "block_2")
+    body = validation_errors(server, g.graph)
+    errors = body["node_errors"][g.loop.id]["errors"]
+    assert len(errors) == 1 and errors[0]["details"].endswith(  # once, under the input ComfyUI filed it with
+        "LoopWrapper: no loop blocks attached; connect at least one block node to the loop"), errors
     assert_still_serving(server)
 
 
 def test_invalid_json_and_out_of_range_are_validation_errors(server):
-    prompt = guide_prompt(x="[1, 2")
-    body = validation_errors(server, prompt)
-    assert any("x: not valid JSON" in e["details"] for e in body["node_errors"]["1"]["errors"])
-    prompt = loop_prompt(LOOP, {"num_steps": "1"}, [("ModularBlock_MultiplyBlock", {"x": "1", "factor": 101})])
-    body = validation_errors(server, prompt)
-    assert any(e["details"] == "factor" and "max of 100" in e["message"] for e in body["node_errors"]["1"]["errors"])
+    g = guide_graph(x="[1, 2")
+    body = validation_errors(server, g.graph)
+    assert any("x: not valid JSON" in e["details"] for e in body["node_errors"][g.blocks[0].id]["errors"])
+    g = LoopGraph(LOOP, {"num_steps": "1"}, [("ModularBlock_MultiplyBlock", {"x": "1", "factor": 101})])
+    body = validation_errors(server, g.graph)
+    errors = body["node_errors"][g.blocks[0].id]["errors"]
+    assert any(e["details"] == "factor" and "max of 100" in e["message"] for e in errors)
     assert_still_serving(server)
 
 
+def failed_block_notices(result):
+    """The block node ids the pack named on the websocket for the page to outline."""
+    return [m["data"]["node"] for m in result.messages if m["type"] == "modular_loops.failed_block"]
+
+
 def test_required_input_missing_is_an_execution_error(server):
-    prompt = loop_prompt(LOOP, {"num_steps": "2"}, [("ModularBlock_AddBlock", {"x": "0", "amount": ""})])
-    result = server.run(prompt)
+    g = LoopGraph(LOOP, {"num_steps": "2"}, [("ModularBlock_AddBlock", {"x": "0", "amount": ""})])
+    result = server.run(g.graph)
     assert result.status == "error"
-    assert result.error["node_id"] == "100"
+    assert result.error["node_id"] == g.loop.id
     msg = result.error["exception_message"]
-    assert "LoopWrapper (node 100)" in msg and "required input 'amount' is missing" in msg and "AddBlock, node 1" in msg
-    assert "102" not in result.outputs  # nothing half-written
+    assert f"LoopWrapper (node {g.loop})" in msg and "required input 'amount' is missing" in msg
+    assert f"AddBlock, node {g.blocks[0]}" in msg
+    assert g.preview.id not in result.outputs  # nothing half-written
     assert_still_serving(server)
 
 
 def test_value_of_wrong_type_is_an_execution_error(server):
     # A string reaches MultiplyBlock's INT input `factor` through an any-typed link.
-    prompt = loop_prompt(LOOP, {"num_steps": "0"}, [(BLOCK, {"x": '"abc"'})])
-    prompt["300"] = {"class_type": "ModularBlock_MultiplyBlock", "inputs": {"x": "1", "factor": ["101", 0]}}
-    prompt["301"] = {"class_type": LOOP, "inputs": {"num_steps": "1", "block_1": ["300", 0]}}
-    prompt["302"] = {"class_type": "ModularStateInspect", "inputs": {"state": ["301", 0]}}
-    result = server.run(prompt)
-    assert result.status == "error" and result.error["node_id"] == "301"
+    g = LoopGraph(LOOP, {"num_steps": "0"}, [(BLOCK, {"x": '"abc"'})])
+    multiply = g.graph.node("ModularBlock_MultiplyBlock", x="1", factor=g.get)
+    loop = g.graph.node(LOOP, num_steps="1", block_1=multiply)
+    g.graph.node("ModularStateInspect", state=loop)
+    result = server.run(g.graph)
+    assert result.status == "error" and result.error["node_id"] == loop.id
     msg = result.error["exception_message"]
-    assert "input 'factor'" in msg and "MultiplyBlock, node 300" in msg and "expected int, got str 'abc'" in msg
+    assert "input 'factor'" in msg and f"MultiplyBlock, node {multiply}" in msg and "expected int, got str 'abc'" in msg
+    assert failed_block_notices(result) == [multiply.id]
     assert_still_serving(server)
 
 
 def test_block_raising_at_step_1(server):
-    prompt = loop_prompt(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": "0"}), ("ModularBlock_FailAtStepBlock", {"fail_at": 1})])
-    result = server.run(prompt)
-    assert result.status == "error" and result.error["node_id"] == "100"
+    g = LoopGraph(LOOP, {"num_steps": "3"}, [(BLOCK, {"x": "0"}), ("ModularBlock_FailAtStepBlock", {"fail_at": 1})])
+    result = server.run(g.graph)
+    assert result.status == "error" and result.error["node_id"] == g.loop.id
     msg = result.error["exception_message"]
-    for part in ("LoopWrapper (node 100)", "'block_2'", "FailAtStepBlock", "node 2", "step 1", "RuntimeError",
-                 "deliberate failure at i=1"):
+    for part in (f"LoopWrapper (node {g.loop})", f"'block_2' (FailAtStepBlock, node {g.blocks[1]})", "step 1",
+                 "RuntimeError", "deliberate failure at i=1"):
         assert part in msg, (part, msg)
+    assert failed_block_notices(result) == [g.blocks[1].id]  # as data, before ComfyUI's execution_error
+    kinds = [m["type"] for m in result.messages]
+    assert kinds.index("modular_loops.failed_block") < kinds.index("execution_error")
     assert_still_serving(server)
 
 
 def test_interrupt_stops_within_one_iteration(server):
     seconds = 0.3
-    prompt = loop_prompt(LOOP, {"num_steps": "200"}, [(BLOCK, {"x": "0"}), ("ModularBlock_SleepBlock", {"seconds": seconds})])
+    g = LoopGraph(LOOP, {"num_steps": "200"}, [(BLOCK, {"x": "0"}), ("ModularBlock_SleepBlock", {"seconds": seconds})])
     sent = {}
 
     def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == "100" and "at" not in sent:
+        if msg["type"] == "progress" and msg["data"]["node"] == g.loop.id and "at" not in sent:
             sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
             srv.post("/interrupt")
 
-    result = server.run(prompt, on_message=on_message)
+    result = server.run(g.graph, on_message=on_message)
     stopped = time.monotonic() - sent["at"]
     assert result.status == "interrupted"
-    steps_after = [v for node, v, _ in result.progress if node == "100" and v > sent["step"]]
+    steps_after = [v for node, v, _ in result.progress if node == g.loop.id and v > sent["step"]]
     assert len(steps_after) <= 1, steps_after
     assert stopped < 2 * seconds + 1.0
     REPORT.append(f"interrupt: stopped {stopped:.2f} s after POST /interrupt (one step = {seconds} s)")
@@ -377,6 +421,6 @@ def test_block_file_dropped_in_shows_up_after_restart(server):
     assert "ModularBlock_SquareBlock" not in server.object_info()
     server.restart()
     assert "Squares x." in server.object_info("ModularBlock_SquareBlock")["description"]
-    prompt = loop_prompt(LOOP, {"num_steps": "2"}, [("ModularBlock_SquareBlock", {"x": "3"})])
-    assert server.run(prompt).text(102) == "81"
+    g = LoopGraph(LOOP, {"num_steps": "2"}, [("ModularBlock_SquareBlock", {"x": "3"})])
+    assert server.run(g.graph).text(g.preview) == "81"
     assert_still_serving(server)

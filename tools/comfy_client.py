@@ -17,6 +17,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class Node:
+    """A node of a `Graph`: `node.out(slot)` is the link to one of its outputs; `node.set(name=value)` changes
+    inputs. A Node given as an input value links its output 0."""
+
+    def __init__(self, graph, node_id: str, class_type: str, inputs: dict):
+        self.graph, self.id, self.class_type, self.inputs = graph, node_id, class_type, {}
+        self.set(**inputs)
+
+    def out(self, slot: int = 0) -> list:
+        return [self.id, slot]
+
+    def set(self, **inputs):
+        self.inputs.update({k: v.out(0) if isinstance(v, Node) else v for k, v in inputs.items()})
+        return self
+
+    def unset(self, *names):
+        for name in names:
+            self.inputs.pop(name, None)
+        return self
+
+    def __str__(self):
+        return self.id
+
+
+class Graph:
+    """An API prompt built with handles, as ComfyUI's own execution tests build theirs (`GraphBuilder`):
+    `g.node("KSampler", model=loader.out(0), ...)` returns a Node; `g.prompt()` is what POST /prompt takes.
+    Ids are numbered in the order nodes are added."""
+
+    def __init__(self):
+        self.nodes: dict[str, Node] = {}
+        self._added = 0
+
+    def node(self, class_type: str, **inputs) -> Node:
+        self._added += 1
+        node = Node(self, str(self._added), class_type, inputs)
+        self.nodes[node.id] = node
+        return node
+
+    def remove(self, *nodes: Node):
+        for node in nodes:
+            del self.nodes[node.id]
+
+    def prompt(self) -> dict:
+        return {nid: {"class_type": n.class_type, "inputs": dict(n.inputs)} for nid, n in self.nodes.items()}
+
+
+def as_prompt(prompt) -> dict:
+    return prompt.prompt() if isinstance(prompt, Graph) else prompt
+
+
 @dataclass
 class RunResult:
     prompt_id: str
@@ -27,8 +78,17 @@ class RunResult:
     previews: int = 0  # binary preview frames received
     messages: list = field(default_factory=list)
 
-    def text(self, node_id) -> str:
-        return "".join(self.outputs[str(node_id)]["text"])
+    def text(self, node) -> str:
+        """The text a node (a `Node` or its id) showed, e.g. Preview Any's."""
+        return "".join(self.outputs[str(node)]["text"])
+
+    def cached(self) -> set[str]:
+        """The ids of the nodes ComfyUI took from its cache instead of running them."""
+        return {n for m in self.messages if m["type"] == "execution_cached" for n in m["data"].get("nodes", [])}
+
+    def ran(self) -> set[str]:
+        """The ids of the nodes that ran."""
+        return {m["data"]["node"] for m in self.messages if m["type"] == "executing" and m["data"].get("node")}
 
 
 class ValidationError(Exception):
@@ -66,8 +126,9 @@ class ComfyClient:
         return info[node_class] if node_class else info
 
     def queue(self, prompt, client_id=None):
-        """POST /prompt; returns the prompt id or raises ValidationError with ComfyUI's answer."""
-        body = self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
+        """POST /prompt (a prompt dict or a `Graph`); returns the prompt id or raises ValidationError with ComfyUI's
+        answer."""
+        body = self.post("/prompt", {"prompt": as_prompt(prompt), "client_id": client_id or uuid.uuid4().hex})
         if "prompt_id" not in body:
             raise ValidationError(body)
         return body["prompt_id"]

@@ -25,12 +25,27 @@ def _to_d(x, sigma, denoised):
     return (x - denoised) / _append_dims(sigma, x.ndim)
 
 
-LATENTS = InputParam("latents", required=True, type_hint=torch.Tensor, description="The sample at the current sigma.")
-SIGMAS = InputParam("sigmas", required=True, type_hint=torch.Tensor, description="The whole sigma schedule.")
-DENOISED = InputParam("denoised", required=True, type_hint=torch.Tensor, description="x0 estimated at this step.")
-FLOW = InputParam("flow_matching", type_hint=bool, default=False, description="True for flow models (SD3, Flux).")
-NOISE_SAMPLER = InputParam("noise_sampler", required=True,
-                           description="noise_sampler(sigma, sigma_next) -> noise: the host's ancestral noise stream.")
+# The inputs several blocks read. Functions, not shared objects: diffusers writes `required` into the
+# InputParams of a composed loop, so each block gets its own.
+def latents_param():
+    return InputParam("latents", required=True, type_hint=torch.Tensor, description="The sample at the current sigma.")
+
+
+def sigmas_param():
+    return InputParam("sigmas", required=True, type_hint=torch.Tensor, description="The whole sigma schedule.")
+
+
+def denoised_param():
+    return InputParam("denoised", required=True, type_hint=torch.Tensor, description="x0 estimated at this step.")
+
+
+def flow_param():
+    return InputParam("flow_matching", type_hint=bool, default=False, description="True for flow models (SD3, Flux).")
+
+
+def noise_sampler_param():
+    return InputParam("noise_sampler", required=True,
+                      description="noise_sampler(sigma, sigma_next) -> noise: the host's ancestral noise stream.")
 
 
 class DenoiseLoop(LoopSequentialPipelineBlocks):
@@ -43,7 +58,7 @@ class DenoiseLoop(LoopSequentialPipelineBlocks):
 
     @property
     def loop_inputs(self):
-        return [LATENTS, SIGMAS]
+        return [latents_param(), sigmas_param()]
 
     @property
     def loop_intermediate_outputs(self):
@@ -72,7 +87,7 @@ class PredictDenoised(ModularPipelineBlocks):
     @property
     def inputs(self):
         return [
-            LATENTS,
+            latents_param(),
             InputParam("denoiser", required=True, description="denoiser(x, sigma, **kwargs) -> x0, from the host."),
             InputParam("denoiser_kwargs", type_hint=dict, description="Keyword arguments for the denoiser."),
         ]
@@ -97,7 +112,7 @@ class EulerStep(ModularPipelineBlocks):
 
     @property
     def inputs(self):
-        return [LATENTS, DENOISED, SIGMAS]
+        return [latents_param(), denoised_param(), sigmas_param()]
 
     @property
     def intermediate_outputs(self):
@@ -123,7 +138,7 @@ class EulerAncestralStep(ModularPipelineBlocks):
     @property
     def inputs(self):
         return [
-            LATENTS, DENOISED, SIGMAS, FLOW, NOISE_SAMPLER,
+            latents_param(), denoised_param(), sigmas_param(), flow_param(), noise_sampler_param(),
             InputParam("eta", type_hint=float, default=1.0, metadata={"min": 0.0, "max": 100.0, "step": 0.01},
                        description="How much of the step is ancestral noise."),
             InputParam("s_noise", type_hint=float, default=1.0, metadata={"min": 0.0, "max": 100.0, "step": 0.01},
@@ -182,7 +197,7 @@ class DPMPP2MStep(ModularPipelineBlocks):
 
     @property
     def inputs(self):
-        return [LATENTS, DENOISED, SIGMAS]
+        return [latents_param(), denoised_param(), sigmas_param()]
 
     @property
     def intermediate_outputs(self):
@@ -219,7 +234,7 @@ class DynamicThreshold(ModularPipelineBlocks):
     @property
     def inputs(self):
         return [
-            DENOISED,
+            denoised_param(),
             InputParam("percentile", type_hint=float, default=0.995, metadata={"min": 0.5, "max": 1.0, "step": 0.001},
                        description="Quantile of |x0| taken as its range."),
             InputParam("threshold", type_hint=float, default=3.0, metadata={"min": 0.01, "max": 100.0, "step": 0.05},
@@ -252,7 +267,7 @@ class LatentBlend(ModularPipelineBlocks):
     @property
     def inputs(self):
         return [
-            LATENTS, SIGMAS, FLOW,
+            latents_param(), sigmas_param(), flow_param(),
             InputParam("mask", required=True, type_hint=torch.Tensor, description="1 = generate, 0 = keep."),
             InputParam("latent_image", required=True, type_hint=torch.Tensor, description="The starting latent."),
             InputParam("noise", required=True, type_hint=torch.Tensor, description="The sampler's noise."),

@@ -24,10 +24,8 @@ import inspect
 import torch
 from diffusers.modular_pipelines import InputParam, ModularPipelineBlocks, OutputParam
 
-from ..denoise import seeded_generator
-from .denoise import DENOISED, FLOW, LATENTS, MODEL_NAME, SIGMAS
-
-NOISE_SEED = InputParam("noise_seed", type_hint=int, description="Seed of the sampler's noise.")
+from ..sampling import seeded_generator
+from .denoise import MODEL_NAME, denoised_param, flow_param, latents_param, sigmas_param
 
 # name -> (space, model output) ; space: "karras" steps x as is, "vp" scales by alpha_t, "flow" as is.
 SCHEDULERS = {
@@ -89,7 +87,8 @@ class DiffusersSchedulerStep(ModularPipelineBlocks):
     @property
     def inputs(self):
         return [
-            LATENTS, DENOISED, SIGMAS, FLOW, NOISE_SEED,
+            latents_param(), denoised_param(), sigmas_param(), flow_param(),
+            InputParam("noise_seed", type_hint=int, description="Seed of the sampler's noise."),
             InputParam("scheduler", type_hint=str, default="EulerDiscreteScheduler",
                        metadata={"choices": list(SCHEDULERS)}, description="The diffusers scheduler."),
             InputParam("scheduler_config", type_hint=dict, description="Options for the scheduler's constructor."),

@@ -131,10 +131,10 @@ api.addEventListener("execution_start", () => {
   failedBlock = null;
   rootGraph()?.setDirtyCanvas(true, false);
 });
-api.addEventListener("execution_error", ({ detail }) => {
-  // The loop's message names the block node: "... block 'block_2' (FailAtStepBlock, node 7) ..."
-  const m = /\(([A-Za-z_][\w]*), node ([^)\s]+)\)/.exec(detail?.exception_message ?? "");
-  failedBlock = m ? m[2] : null;
+// The server names the block node at fault as data, just before ComfyUI's execution_error.
+api.addEventListener("modular_loops.failed_block", ({ detail }) => {
+  if (failedBlock != null) markFailedElement(failedBlock, false);
+  failedBlock = detail?.node != null ? String(detail.node) : null;
   if (failedBlock != null) markFailedElement(failedBlock, true);
   rootGraph()?.setDirtyCanvas(true, false);
 });
