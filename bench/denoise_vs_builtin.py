@@ -54,6 +54,7 @@ def build(pack, kit, opts):
     import comfy.samplers
     from modular_loops.modular import BlockConfig
     from modular_loops.modular.registry import discover
+    from modular_loops.modular.sampling import plan_denoise
     from modular_loops.nodes.sampler import denoise_sampler, schedule
 
     if opts.model_channels != 32:
@@ -71,7 +72,7 @@ def build(pack, kit, opts):
               ("block_2", BlockConfig(reg.entries["EulerStep"].cls))]
     samplers = {
         "builtin euler": comfy.samplers.sampler_object("euler"),
-        "blocks euler": denoise_sampler(entry, blocks, {}, {}, "bench"),
+        "blocks euler": denoise_sampler(plan_denoise(entry.cls, blocks, label="bench")),
     }
 
     def run(name, callback=None):
@@ -111,7 +112,7 @@ def hook_cost(steps=2000):
 
     import comfy.model_management
     import latent_preview
-    from modular_loops.modular.denoise import check_finite
+    from modular_loops.modular.sampling import check_finite
     from modular_loops.modular.blocks.denoise import EulerStep
 
     class State:

@@ -3,7 +3,7 @@
 `DenoiseLoop` walks the host's sigmas and calls `loop_step(..., i=i, t=sigmas[i])` once per step.
 A step usually runs a prediction block (`PredictDenoised` writes `denoised`, the x0 estimate), any
 blocks that shape it, and one step block that writes the next `latents`. The host values each block
-reads (`latents`, `sigmas`, `denoiser`, ...) are described in `modular/denoise.py`.
+reads (`latents`, `sigmas`, `denoiser`, ...) are `HostValues` in `modular/sampling.py`.
 
 The step updates are the k-diffusion ones ComfyUI's built-in samplers use, written out operation for
 operation, so a loop of `PredictDenoised` + `EulerStep` gives the same latents as ComfyUI's `euler`.
