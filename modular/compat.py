@@ -51,9 +51,28 @@ def compose(wrapper_cls, blocks: dict):
     return wrapper_cls.from_blocks_dict(instances)
 
 
+def default_blocks(wrapper_cls) -> dict:
+    """{name: block class} of a loop's own composition (`block_names` / `block_classes`, as diffusers' shipped
+    `...DenoiseStep` loops declare it); {} for a wrapper that has none."""
+    names = getattr(wrapper_cls, "block_names", None) or []
+    classes = getattr(wrapper_cls, "block_classes", None) or []
+    return {name: cls if inspect.isclass(cls) else type(cls) for name, cls in zip(names, classes)}
+
+
 def seeded_inputs(wrapper) -> list:
     """The `InputParam`s the loop reads from the pipeline state before step 0 (loop inputs first)."""
     return [p for p in wrapper.inputs if p.name]
+
+
+CARRIED = "modular_loops_carried"  # attribute of a PipelineState: components of one run that travel with it
+
+
+def carried(state) -> dict:
+    """The components a run carries in its state from node to node (the scheduler set_timesteps has set, the
+    guider), the same dict each call ({} set on the state when it has none)."""
+    if getattr(state, CARRIED, None) is None:
+        setattr(state, CARRIED, {})
+    return getattr(state, CARRIED)
 
 
 def state_values(state) -> dict:
@@ -69,6 +88,8 @@ def copy_state(state, copy_value) -> PipelineState:
     for key, value in state.values.items():
         new.values[key] = copy_value(value)
     new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
+    if getattr(state, CARRIED, None):
+        setattr(new, CARRIED, {k: copy_value(v) for k, v in getattr(state, CARRIED).items()})
     return new
 
 

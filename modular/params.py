@@ -6,8 +6,14 @@ A spec's `kind` says how a host shows the input:
   that accepts any value;
 - "object": any other type_hint (a tensor, a class): a socket only;
 - "component": an `expected_components` entry: a socket typed by the component's class.
+- "seed": an input named `generator` (diffusers' name for the random generator): an int seed widget; a
+  seed given becomes a seeded CPU `torch.Generator` in the state (`to_state_value`), none given keeps the
+  incoming state's generator.
 Widget limits come from `InputParam.metadata` keys "min", "max", "step"; a "choices" list makes a
-str input a drop-down of those values.
+str input a drop-down of those values. `templates` (diffusers' UI templates of standard parameters, e.g.
+`prompt` is text, `height` an int from 64) type an untyped input by its name; a typed widget so made
+with no declared default starts at the template's default (`options["widget_default"]`), and a text one
+gives nothing while empty (`options["empty_is_none"]`).
 """
 
 from __future__ import annotations
@@ -64,19 +70,46 @@ def kind_of(hint) -> str:
     return "object"
 
 
-def input_specs(params) -> list[ParamSpec]:
-    """Specs for `InputParam`s; params without a name (kwargs_type groups) have no widget."""
+TEMPLATE_TYPES = {"string": str, "int": int, "float": float, "boolean": bool, "bool": bool}
+SEED_NAME = "generator"
+
+
+def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpec]:
+    """Specs for `InputParam`s; params without a name (kwargs_type groups) have no widget. `typed_by_default`: an
+    untyped input whose default is an int, float, bool or str gets that type's widget (diffusers' shipped blocks
+    leave many inputs untyped, e.g. `output_type="pil"`), and a typed one with no default at all is a socket:
+    it is a value an earlier step writes into the state (`batch_size`), which a widget would always override."""
     specs = []
     for p in params:
         if not p.name:
             continue
         meta = p.metadata or {}
         options = {k: meta[k] for k in ("min", "max", "step", "choices") if k in meta}
+        hint, kind = p.type_hint, kind_of(p.type_hint)
+        template = (templates or {}).get(p.name)
+        if p.name == SEED_NAME and hint is None:
+            kind = "seed"
+        elif hint is None and typed_by_default and type(p.default) in WIDGET_KINDS:
+            hint = type(p.default)
+            kind = WIDGET_KINDS[hint]
+        elif hint is None and template and template.get("type") in TEMPLATE_TYPES:
+            hint = TEMPLATE_TYPES[template["type"]]
+            kind = kind_of(hint)
+            options = {**{k: template[k] for k in ("min", "max", "step") if k in template}, **options}
+            if template.get("display") == "textarea":
+                options["multiline"] = True
+            if p.default is None and kind == "str":
+                options["empty_is_none"] = True
+            elif p.default is None and "default" in template:
+                options["widget_default"] = template["default"]
+        if (typed_by_default and kind in WIDGET_KINDS.values() and p.default is None
+                and "widget_default" not in options and not options.get("empty_is_none")):
+            kind = "object"  # a value an earlier step writes (batch_size, num_inference_steps): a socket, not a widget
         specs.append(
             ParamSpec(
                 name=p.name,
-                kind=kind_of(p.type_hint),
-                type_hint=p.type_hint,
+                kind=kind,
+                type_hint=hint,
                 default=p.default,
                 required=bool(p.required),
                 description=p.description or "",
@@ -84,6 +117,16 @@ def input_specs(params) -> list[ParamSpec]:
             )
         )
     return specs
+
+
+def to_state_value(name: str, value):
+    """A given value as the block state holds it: a seed given for `generator` is a seeded CPU `torch.Generator`
+    (as a diffusers user passes `generator=torch.Generator().manual_seed(seed)`)."""
+    if name == SEED_NAME and isinstance(value, int) and not isinstance(value, bool):
+        import torch
+
+        return torch.Generator().manual_seed(value)
+    return value
 
 
 def component_specs(components) -> list[ParamSpec]:

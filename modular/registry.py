@@ -128,8 +128,9 @@ class Registry:
         self.entries[name] = entry
 
 
-def discover(user_dirs=(), include_pack=True) -> Registry:
-    """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder."""
+def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry:
+    """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder, then (with
+    `include_shipped`) diffusers' own loops, loop blocks and steps (`modular.shipped`, imported when used)."""
     registry = Registry()
     if include_pack:
         pack_dir = Path(__file__).parent / "blocks"
@@ -140,6 +141,10 @@ def discover(user_dirs=(), include_pack=True) -> Registry:
             registry.add_module(module, "pack", str(path))
     for folder in user_dirs:
         scan_folder(registry, Path(folder))
+    if include_shipped:
+        from .shipped import add_shipped
+
+        add_shipped(registry)
     return registry
 
 

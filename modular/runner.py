@@ -87,9 +87,12 @@ def run_loop(
     """Compose `blocks` (name, config) in order under `wrapper_cls` and run it on a copy of `state`.
 
     `host_values` are values the host itself provides (a sampler's latents, sigmas, model): they go into
-    the state as they are (not copied) and no node may give them."""
+    the state as they are (not copied) and no node may give them. With no `blocks`, a wrapper that declares
+    its own (`block_classes`) runs those. `components`: a dict of named components (plus those configured on
+    the block nodes), or an object that is the components (a diffusers pipeline's)."""
     label = label or wrapper_cls.__name__
     hooks = hooks or StepHooks()
+    blocks = list(blocks) or [(name, BlockConfig(cls)) for name, cls in compat.default_blocks(wrapper_cls).items()]
     require_blocks(blocks, label)
 
     wrapper = compat.compose(wrapper_cls, {name: cfg.cls for name, cfg in blocks})
@@ -97,7 +100,12 @@ def run_loop(
     sources += [ValueSource(f"block {cfg.where(name)}", wrapper.sub_blocks[name].inputs, dict(cfg.values), cfg.node)
                 for name, cfg in blocks]
     seeded, notes = seed_state(wrapper, sources, initial=state, loop_label=label, host_values=host_values)
-    loop_components = LoopComponents(_merge_components(label, components, blocks), device)
+    if components is None or isinstance(components, dict):
+        loop_components = LoopComponents(_merge_components(label, components, blocks), device)
+    else:  # an object that is the components itself (a diffusers pipeline's, `pipelines.RunComponents`)
+        loop_components = components
+        if hasattr(components, "bind_state"):
+            components.bind_state(seeded)
 
     total = next((seeded.get(k) for k in TOTAL_HINTS if isinstance(seeded.get(k), int)), None)
     current = 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import compat
 from .errors import LoopConfigError
-from .params import check_value
+from .params import check_value, to_state_value
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,14 @@ def copy_state(state) -> "compat.PipelineState":
 def _copy_value(value):
     if hasattr(value, "clone") and hasattr(value, "detach"):
         return value.detach().clone()
+    if hasattr(value, "get_state") and hasattr(value, "manual_seed"):  # a torch.Generator: the same stream, apart
+        import torch
+
+        generator = torch.Generator(device=value.device)
+        generator.set_state(value.get_state())
+        return generator
     try:
-        return copy.deepcopy(value)
+        return copy.deepcopy(value)  # a scheduler or guider a state carries, too: the copy steps on alone
     except Exception:
         return value
 
@@ -93,7 +99,7 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
                 f"but they were given different values ({listing}). Give them the same value, or give it on one "
                 f"node and leave the others empty."
             )
-        state.set(name, first, param.kwargs_type)
+        state.set(name, to_state_value(name, first), param.kwargs_type)
 
     for source in sources:
         for name in source.values:

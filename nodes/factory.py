@@ -12,11 +12,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..modular import BlockConfig, LoopConfigError, run_loop
+from ..modular import BlockConfig, LoopConfigError, compat, run_loop
 from ..modular.errors import loop_where
+from ..modular.pipelines import RunComponents, run_step
 from ..modular.runner import NO_BLOCKS_HINT, require_blocks
 from . import values
-from .values import BLOCK_TYPE, STATE_TYPE
+from .values import BLOCK_TYPE, GUIDER_TYPE, PIPELINE_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops"
 MAX_BLOCKS = 16
@@ -25,7 +26,41 @@ log = logging.getLogger("modular_loops")
 
 
 def node_id(entry) -> str:
-    return f"{'ModularLoop' if entry.role == 'loop' else 'ModularBlock'}_{entry.name}"
+    kind = "ModularLoop" if entry.role == "loop" else "ModularStep" if is_step(entry) else "ModularBlock"
+    return f"{kind}_{entry.name}"
+
+
+def is_shipped(entry) -> bool:
+    """One of diffusers' own classes (`modular.shipped`): its components come from a loaded pipeline."""
+    return entry.origin == "diffusers"
+
+
+def is_step(entry) -> bool:
+    return getattr(entry, "is_step", False)
+
+
+def shipped_sockets(entry) -> dict:
+    """The pipeline socket of a shipped loop or step, and a guider socket where it declares a guider."""
+    sockets = {"pipeline": (PIPELINE_TYPE, {"tooltip": "The loaded diffusers pipeline whose components it uses."})}
+    if any(s.name == "guider" for s in entry.component_specs()):
+        sockets["guider"] = (GUIDER_TYPE, {"tooltip": "A guider node: replaces the pipeline's guider for this run."})
+    return sockets
+
+
+class _Lazy:
+    """A class attribute built from the class on first read (a shipped class is imported only then), e.g.
+    DESCRIPTION and VALIDATE_INPUTS, which ComfyUI reads when it lists or validates the node."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner):
+        value = self.build(owner)
+        setattr(owner, self.name, value)
+        return value.__get__(obj, owner) if hasattr(value, "__get__") and isinstance(value, classmethod) else value
 
 
 def attached_blocks(kwargs) -> list:
@@ -42,7 +77,8 @@ def block_sockets():
 
 
 def _description(entry) -> str:
-    where = {"pack": "Modular Loops", "user": "a user blocks folder", "custom": "a diffusers custom-block folder"}
+    where = {"pack": "Modular Loops", "user": "a user blocks folder", "custom": "a diffusers custom-block folder",
+             "diffusers": f"diffusers ({entry.source})"}
     text = entry.description.strip()
     return (text + "\n\n" if text else "") + f"{entry.cls.__name__} from {where[entry.origin]}."
 
@@ -75,7 +111,8 @@ class DeclaredNode:
 
     @classmethod
     def declared_inputs(cls):
-        return values.input_types(cls.specs(), cls.ENTRY.component_specs())
+        components = [] if is_shipped(cls.ENTRY) else cls.ENTRY.component_specs()  # shipped: from the pipeline
+        return values.input_types(cls.specs(), components)
 
     @classmethod
     def check(cls, kwargs):
@@ -85,6 +122,8 @@ class DeclaredNode:
     def given(cls, kwargs):
         """-> (values given on the node, components connected to it)."""
         entry = cls.ENTRY
+        if is_shipped(entry):
+            return values.given_values(cls.specs(), kwargs), {}
         components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
         return values.given_values(cls.specs(), kwargs, entry.component_specs()), components
 
@@ -115,8 +154,11 @@ class BlockSocketsNode(DeclaredNode):
     @classmethod
     def check(cls, kwargs):
         problems = super().check(kwargs)
+        attached = [k for k in kwargs if BLOCK_SOCKET.fullmatch(k)]
+        if not attached and is_shipped(cls.ENTRY) and compat.default_blocks(cls.ENTRY.cls):
+            return problems  # it runs its own blocks
         try:
-            require_blocks([k for k in kwargs if BLOCK_SOCKET.fullmatch(k)], loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
+            require_blocks(attached, loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
         except LoopConfigError as e:
             problems.append(str(e))
         return problems
@@ -136,18 +178,65 @@ class LoopNode(BlockSocketsNode):
         required, optional = cls.declared_inputs()
         blocks = block_sockets()
         state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
+        if is_shipped(cls.ENTRY):
+            state.update(shipped_sockets(cls.ENTRY))
         # Block sockets last: the frontend grows them at the end of the node, in run order.
         return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def run(self, unique_id=None, state=None, **kwargs):
+    def run(self, unique_id=None, state=None, pipeline=None, guider=None, **kwargs):
         from . import host  # ComfyUI's hooks, only when a loop runs inside it
 
         entry = self.ENTRY
         given, components = self.given(kwargs)
-        with host.failed_block_reported():
-            result = run_loop(entry.cls, attached_blocks(kwargs), loop_values=given, state=state, components=components,
-                              hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(),
-                              label=loop_where(entry.name, unique_id))
+        if is_shipped(entry):
+            components = run_components(entry, pipeline, guider, loop_where(entry.name, unique_id))
+        try:
+            with host.failed_block_reported():
+                result = run_loop(entry.cls, attached_blocks(kwargs), loop_values=given, state=state,
+                                  components=components, hooks=host.step_hooks(progress=host.progress_bar_hook()),
+                                  device=host.device(), label=loop_where(entry.name, unique_id))
+        finally:
+            if isinstance(components, RunComponents):
+                components.cleanup()
+        for note in result.notes:
+            log.warning("[Modular Loops] %s", note)
+        return (result.state,)
+
+
+def run_components(entry, pipeline, guider, label):
+    """The components a shipped loop or step sees in one run: the pipeline's, a fresh guider from a guider node."""
+    if pipeline is None and entry.component_specs():
+        needs = ", ".join(s.name for s in entry.component_specs())
+        raise LoopConfigError(f"{label}: connect a Load Diffusers Pipeline node to 'pipeline' (it uses {needs})")
+    return RunComponents(pipeline, {"guider": guider.make() if guider is not None else None}) if pipeline is not None else None
+
+
+class StepNode(DeclaredNode):
+    """One of diffusers' pipeline steps around a loop (text encoder, set timesteps, prepare latents, decode, ...):
+    runs the block once on the incoming state and outputs the new state."""
+
+    RETURN_TYPES = (STATE_TYPE,)
+    RETURN_NAMES = ("state",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = cls.declared_inputs()
+        own = {"state": (STATE_TYPE, {"tooltip": "The pipeline state so far (the previous step's output)."}),
+               **shipped_sockets(cls.ENTRY)}
+        return {"required": required, "optional": {**own, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def run(self, unique_id=None, state=None, pipeline=None, guider=None, **kwargs):
+        from . import host
+
+        given, _ = self.given(kwargs)
+        components = run_components(self.ENTRY, pipeline, guider, loop_where(self.ENTRY.name, unique_id))
+        try:
+            with host.failed_block_reported():
+                result = run_step(self.ENTRY.cls, given, state, components, unique_id)
+        finally:
+            if components is not None:
+                components.cleanup()
         for note in result.notes:
             log.warning("[Modular Loops] %s", note)
         return (result.state,)
@@ -158,19 +247,25 @@ def _ordinal(i):
 
 
 def make_node(entry, base=None, nid=None, provided_in_loop=()) -> type:
-    """The node class of `entry`: a block node, a loop node, or `base` (e.g. a sampler node) under `nid`.
-    `provided_in_loop`: declared inputs the node does not show."""
-    base = base or (LoopNode if entry.role == "loop" else BlockNode)
-    attrs = {"ENTRY": entry, "DESCRIPTION": _description(entry), "PROVIDED_IN_LOOP": frozenset(provided_in_loop),
-             "__module__": __name__}
-    cls = type(nid or node_id(entry), (base,), attrs)
+    """The node class of `entry`: a block node, a loop node, a step node, or `base` (e.g. a sampler node) under
+    `nid`. `provided_in_loop`: declared inputs the node does not show. Nothing of the class is read here (a
+    shipped class is imported when ComfyUI first lists the node)."""
+    base = base or (LoopNode if entry.role == "loop" else StepNode if is_step(entry) else BlockNode)
+    attrs = {"ENTRY": entry, "PROVIDED_IN_LOOP": frozenset(provided_in_loop), "__module__": __name__,
+             "DESCRIPTION": _Lazy(lambda c: _description(c.ENTRY)), "VALIDATE_INPUTS": _Lazy(_validate_inputs)}
+    if is_shipped(entry):
+        group = "diffusers/" + entry.category
+        attrs["CATEGORY"] = f"{CATEGORY}/{group}"
+    return type(nid or node_id(entry), (base,), attrs)
+
+
+def _validate_inputs(cls):
     names = values.json_widget_names(cls.specs())
-    if entry.role == "loop":
+    if cls.ENTRY.role == "loop":
         # ComfyUI files a failed check once per validated input it was given; the JSON widgets are always
         # given, and where there are none the hidden unique_id is, so a problem is reported exactly once.
         names = (names or ["unique_id"]) + list(block_sockets())
-    cls.VALIDATE_INPUTS = _validator(names, lambda c, kw: c.check(kw))
-    return cls
+    return _validator(names, lambda c, kw: c.check(kw))
 
 
 @dataclass(frozen=True)

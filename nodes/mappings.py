@@ -9,9 +9,9 @@ import os
 import folder_paths
 
 from ..modular import discover
+from . import diffusers_nodes, state_nodes
 from .factory import generate_nodes
 from .sampler import sampler_nodes
-from .state_nodes import NODES
 
 BLOCKS_FOLDER = "modular_blocks"
 log = logging.getLogger("modular_loops")
@@ -33,14 +33,14 @@ def block_folders() -> list[str]:
 
 def build_mappings():
     folders = block_folders()
-    registry = discover(folders)
+    registry = discover(folders, include_shipped=True)
     for problem in registry.problems:
         log.error("[Modular Loops] could not load blocks from %s", problem)
     generated = generate_nodes(registry, sampler_nodes)
     classes = {nid: node.cls for nid, node in generated.items()}
     names = {nid: node.display for nid, node in generated.items()}
     origins = {nid: node.origin for nid, node in generated.items()}
-    for nid, (cls, display) in NODES.items():
+    for nid, (cls, display) in {**state_nodes.NODES, **diffusers_nodes.NODES, **diffusers_nodes.guider_nodes()}.items():
         classes[nid] = cls
         names[nid] = display
     return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems]}

@@ -9,6 +9,8 @@ from ..modular import NOT_GIVEN, parse_json_widget
 
 BLOCK_TYPE = "LOOP_BLOCK"
 STATE_TYPE = "PIPELINE_STATE"
+PIPELINE_TYPE = "DIFFUSERS_PIPELINE"
+GUIDER_TYPE = "DIFFUSERS_GUIDER"
 LINK_SUFFIX = "_link"
 
 
@@ -46,10 +48,13 @@ def _number_default(declared, opts, kind):
     return value
 
 
+SEED_MAX = 0xFFFFFFFF  # as diffusers' UI seed template
+
+
 def widget_entry(spec):
     """The INPUT_TYPES entry of a widget-backed spec, or None for socket-only kinds."""
     opts = dict(spec.options)
-    d = spec.default
+    d = spec.default if spec.default is not None else opts.get("widget_default")
     if spec.kind == "int":
         return ("INT", {"default": _number_default(d, opts, int), "min": opts.get("min", -INT_LIMIT),
                         "max": opts.get("max", INT_LIMIT), "step": opts.get("step", 1), "tooltip": _tooltip(spec)})
@@ -63,7 +68,12 @@ def widget_entry(spec):
         choices = [str(c) for c in opts["choices"]]
         return (choices, {"default": str(d) if d in choices else choices[0], "tooltip": _tooltip(spec)})
     if spec.kind == "str":
-        return ("STRING", {"default": "" if d is None else str(d), "tooltip": _tooltip(spec)})
+        extra = "Empty: not given (the incoming state's value, else the block's default)." if opts.get("empty_is_none") else ""
+        return ("STRING", {"default": "" if d is None else str(d), "multiline": bool(opts.get("multiline")),
+                           "tooltip": _tooltip(spec, extra)})
+    if spec.kind == "seed":
+        return ("INT", {"default": -1, "min": -1, "max": SEED_MAX,
+                        "tooltip": _tooltip(spec, "A seed for a new torch.Generator; -1: the incoming state's generator.")})
     if spec.kind == "json":
         shown = "none" if d is None else json.dumps(d, default=repr)
         hint = (f"JSON. Empty: taken from the incoming state, else the default ({shown}). "
@@ -118,7 +128,10 @@ def given_values(specs, kwargs, component_specs=()) -> dict:
             if parsed is not NOT_GIVEN:
                 values[spec.name] = parsed
         elif spec.name in kwargs and kwargs[spec.name] is not None:
-            values[spec.name] = state_value(spec, kwargs[spec.name])
+            value = kwargs[spec.name]
+            if (spec.kind == "seed" and value == -1) or (spec.options.get("empty_is_none") and value == ""):
+                continue  # not given
+            values[spec.name] = state_value(spec, value)
     return values
 
 

@@ -18,7 +18,8 @@ if str(ROOT) not in sys.path:
 from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, ui_to_api  # noqa: E402
 
 __all__ = ["ComfyServer", "Graph", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
-           "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3"]
+           "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
+           "TINY_SDXL", "PICKLE_ONLY"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -114,6 +115,28 @@ def install_testkit(server: "ComfyServer", fixtures: Path, log=None):
                            text=True)
         if r.returncode != 0:
             raise RuntimeError(f"could not write the tiny SD3 checkpoint: {r.stderr[-2000:]}")
+    install_tiny_pipelines(server, fixtures)
+
+
+TINY_SDXL = "tiny-sdxl"
+PICKLE_ONLY = "pickle-only"
+
+
+def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
+    """models/diffusers/: a tiny SDXL pipeline (save_pretrained, .safetensors), and a folder whose UNet weights
+    are only a pickle file (which must be refused, never read)."""
+    root = server.base / "models" / "diffusers"
+    sdxl = root / TINY_SDXL
+    if not (sdxl / "model_index.json").is_file():
+        r = subprocess.run([server.python, str(fixtures / "tiny_diffusers.py"), "sdxl", str(sdxl)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"could not write the tiny SDXL pipeline: {r.stderr[-2000:]}")
+    pickled = root / PICKLE_ONLY
+    if not pickled.is_dir():
+        shutil.copytree(sdxl, pickled)
+        weights = pickled / "unet" / "diffusion_pytorch_model.safetensors"
+        weights.rename(weights.with_suffix(".bin"))  # named like a pickle: the loader must refuse before reading it
 
 
 TINY_SD3 = "tiny_sd3.safetensors"

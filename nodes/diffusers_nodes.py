@@ -1,0 +1,167 @@
+"""Nodes around diffusers' own pipelines: Load Diffusers Pipeline (a local folder of `models/diffusers/`),
+one node per diffusers guider (its constructor's parameters as widgets), and State To Image (a decoded
+`images` value as ComfyUI's IMAGE). ComfyUI's folder list is read only when the loader is listed or run."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+
+from ..modular import LoopConfigError, state_values
+from ..modular.pipelines import INDEX_FILES, load_pipeline
+from ..modular.shipped import scan_guiders
+from .values import ANY, GUIDER_TYPE, PIPELINE_TYPE, STATE_TYPE
+
+CATEGORY = "Modular Loops/diffusers"
+DTYPES = ("default", "float32", "float16", "bfloat16")
+MODELS_FOLDER = "diffusers"  # ComfyUI's folder for diffusers-format models (and its extra_model_paths entries)
+
+
+def pipeline_folders() -> dict[str, str]:
+    """{name shown: path} of the diffusers pipelines in ComfyUI's models/diffusers folders."""
+    import folder_paths
+
+    found = {}
+    for root in folder_paths.get_folder_paths(MODELS_FOLDER):
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in INDEX_FILES):
+                found.setdefault(name, path)
+    return found
+
+
+class LoadDiffusersPipeline:
+    DESCRIPTION = ("Loads a diffusers pipeline folder from models/diffusers/ (as `save_pretrained` writes it: "
+                   "model_index.json and a subfolder per component) as the family's modular pipeline, for the "
+                   "diffusers step and loop nodes. Local files only, weights from .safetensors only, no code from "
+                   "the folder.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (PIPELINE_TYPE,)
+    RETURN_NAMES = ("pipeline",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = list(pipeline_folders()) or ["(no pipeline in models/diffusers)"]
+        return {"required": {"folder": (names, {"tooltip": "A folder of models/diffusers/."}),
+                             "dtype": (list(DTYPES), {"default": "default", "tooltip": "The weights' dtype."})}}
+
+    def load(self, folder, dtype):
+        import torch
+
+        path = pipeline_folders().get(folder)
+        if path is None:
+            raise LoopConfigError(f"Load Diffusers Pipeline: no pipeline folder '{folder}' in models/diffusers/")
+        return (load_pipeline(path, None if dtype == "default" else getattr(torch, dtype)),)
+
+
+class GuiderConfig:
+    """A guider node's output: the class and its parameters; `make()` builds a fresh instance for each run."""
+
+    def __init__(self, cls, params: dict):
+        self.cls, self.params = cls, dict(params)
+
+    def make(self):
+        return self.cls(**self.params)
+
+
+class GuiderNode:
+    """One of diffusers' guiders, its constructor's parameters as widgets (JSON for the others)."""
+
+    GUIDER = None  # a modular.shipped.ShippedGuider
+    RETURN_TYPES = (GUIDER_TYPE,)
+    RETURN_NAMES = ("guider",)
+    FUNCTION = "make"
+    CATEGORY = f"{CATEGORY}/guiders"
+
+    @classmethod
+    def parameters(cls):
+        return [p for name, p in inspect.signature(cls.GUIDER.load().__init__).parameters.items()
+                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required = {}
+        for p in cls.parameters():
+            d = p.default
+            if isinstance(d, bool):
+                required[p.name] = ("BOOLEAN", {"default": d})
+            elif isinstance(d, int):
+                required[p.name] = ("INT", {"default": d, "min": -2**31, "max": 2**31 - 1})
+            elif isinstance(d, float):
+                required[p.name] = ("FLOAT", {"default": d, "min": -1e9, "max": 1e9, "step": 0.01, "round": False})
+            elif isinstance(d, str):
+                required[p.name] = ("STRING", {"default": d})
+            else:
+                shown = "required" if d is inspect.Parameter.empty else json.dumps(d, default=repr)
+                required[p.name] = ("STRING", {"default": "", "tooltip": f"JSON; empty: {shown}"})
+        return {"required": required}
+
+    def make(self, **kwargs):
+        params = {}
+        for p in self.parameters():
+            value = kwargs.get(p.name)
+            if isinstance(value, str) and not isinstance(p.default, str):
+                if not value.strip():
+                    continue
+                try:
+                    value = json.loads(value)
+                except ValueError as e:
+                    raise LoopConfigError(f"{self.GUIDER.name}: {p.name} is not valid JSON ({e})") from e
+            params[p.name] = value
+        config = GuiderConfig(self.GUIDER.load(), params)
+        config.make()  # a bad parameter is this node's error, now, not the loop's
+        return (config,)
+
+
+def guider_nodes() -> dict:
+    """{node id: (class, display name)} of one node per diffusers guider (nothing imported here)."""
+    made = {}
+    for guider in scan_guiders():
+        cls = type(f"ModularGuider_{guider.name}", (GuiderNode,), {
+            "GUIDER": guider, "__module__": __name__,
+            "DESCRIPTION": f"diffusers' {guider.name} (diffusers/guiders/{guider.module}.py): a fresh one each run."})
+        made[f"ModularGuider_{guider.name}"] = (cls, guider.name)
+    return made
+
+
+class StateToImage:
+    DESCRIPTION = ("The decoded images of a pipeline state (diffusers' decode step writes `images`) as a ComfyUI "
+                   "IMAGE, for Save Image or Preview Image. Decode with output_type \"pt\" or \"np\" (or \"pil\").")
+    CATEGORY = f"{CATEGORY}"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "images"})}}
+
+    def convert(self, state, key):
+        held = state_values(state)
+        if key not in held:
+            raise KeyError(f"State To Image: the state has no value named '{key}' (it has: {', '.join(held) or 'none'})")
+        return (as_comfy_image(held[key], key),)
+
+
+def as_comfy_image(images, key="images"):
+    """diffusers' images (a [B, C, H, W] tensor in 0..1, a [B, H, W, C] array, or a list of PIL images) as
+    ComfyUI's IMAGE: a float32 [B, H, W, C] tensor in 0..1."""
+    import numpy as np
+    import torch
+
+    if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):
+        images = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+        return images.float() if images.ndim == 4 else images.float()[None]
+    if torch.is_tensor(images) and images.ndim == 4:
+        return images.detach().float().permute(0, 2, 3, 1).cpu().contiguous()
+    raise TypeError(f"State To Image: '{key}' holds {type(images).__name__}, not decoded images; decode first")
+
+
+NODES = {"ModularDiffusersLoader": (LoadDiffusersPipeline, "Load Diffusers Pipeline"),
+         "ModularStateToImage": (StateToImage, "State To Image")}

@@ -1,0 +1,192 @@
+"""Host tier, diffusers' own pipelines: its shipped steps, loop wrapper and loop blocks as nodes on a tiny random
+SDXL pipeline in models/diffusers/ (written by the test with save_pretrained), against diffusers' own Python
+run of the same folder with the same seed. Skipped, loudly, without a ComfyUI."""
+
+import json
+
+import pytest
+
+from comfy_host import PICKLE_ONLY, TINY_SDXL, Graph, ValidationError, require_host
+from conftest import REPORT
+
+require_host()
+
+SDXL = "StableDiffusionXL"
+PROMPT = "a cat"
+STEPS, SEED, SIZE = 3, 0, 64  # 64: the least height / width diffusers' UI templates allow
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    return comfy_server
+
+
+@pytest.fixture(scope="module")
+def info(server):
+    return server.object_info()
+
+
+def widgets(info, class_type, **given):
+    """The node's required widget defaults, with `given` on top (an API prompt must hold every required input)."""
+    required = info[class_type]["input"].get("required", {})
+    values = {}
+    for name, spec in required.items():
+        opts = spec[1] if len(spec) > 1 else {}
+        if isinstance(spec[0], list):
+            values[name] = opts.get("default", spec[0][0])
+        elif "default" in opts:
+            values[name] = opts["default"]
+    return {**values, **given}
+
+
+class SDXLChain:
+    """diffusers' SDXL text-to-image as a chain of nodes: loader -> text encoder -> input -> set timesteps ->
+    prepare latents -> additional conditioning -> denoise loop -> decode -> State To Image."""
+
+    def __init__(self, info, loop="ModularLoop_StableDiffusionXLDenoiseStep", blocks=(), folder=TINY_SDXL):
+        g = self.graph = Graph()
+        self.info = info
+        step = self.step
+        self.pipeline = g.node("ModularDiffusersLoader", folder=folder, dtype="float32")
+        state = step("TextEncoderStep", prompt=PROMPT)
+        state = step("InputStep", state=state)
+        state = step("SetTimestepsStep", state=state, num_inference_steps=STEPS)
+        state = self.latents = step("PrepareLatentsStep", state=state, height=SIZE, width=SIZE, generator=SEED)
+        state = self.conditioning = step("PrepareAdditionalConditioningStep", state=state)
+        self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
+        self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
+                           **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
+        decoded = step("DecodeStep", state=self.loop, output_type="pt")
+        self.image = g.node("ModularStateToImage", state=decoded, key="images")
+        self.preview = g.node("PreviewImage", images=self.image)  # what Save Image takes, too
+
+    def step(self, name, **inputs):
+        cls = f"ModularStep_{SDXL}{name}"
+        node = self.graph.node(cls, **widgets(self.info, cls, **{k: v for k, v in inputs.items()}))
+        if "pipeline" in self.info[cls]["input"].get("optional", {}):
+            node.set(pipeline=self.pipeline)
+        return node
+
+    def against_diffusers(self, guider="", guider_params=None):
+        """max |diff| of the chain's image and diffusers' own run, shown by `self.diff`."""
+        ref = self.graph.node("MLTest_DiffusersReference", folder=TINY_SDXL, prompt=PROMPT, steps=STEPS, seed=SEED,
+                              height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}))
+        self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
+        return self
+
+    def result(self, server):
+        run = server.run(self.graph, timeout=600)
+        assert run.status == "success", run.error
+        return json.loads(run.text(self.diff)), run
+
+
+def run_error(server, graph):
+    run = server.run(graph, timeout=600)
+    assert run.status == "error", run.outputs
+    return run.error["node_id"], run.error["exception_message"], run
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+
+def test_shipped_loops_blocks_steps_and_guiders_are_nodes_grouped_by_family(info):
+    loop = info["ModularLoop_StableDiffusionXLDenoiseLoopWrapper"]
+    assert loop["category"] == "Modular Loops/diffusers/stable_diffusion_xl/denoise"
+    assert "denoise" in loop["description"].lower() and "diffusers" in loop["description"]
+    block = info["ModularBlock_StableDiffusionXLLoopDenoiser"]
+    assert block["category"] == "Modular Loops/diffusers/stable_diffusion_xl/denoise"
+    step = info["ModularStep_StableDiffusionXLTextEncoderStep"]
+    assert step["category"] == "Modular Loops/diffusers/stable_diffusion_xl/encoders"
+    assert step["input"]["required"]["prompt"][0] == "STRING" and step["input"]["required"]["prompt"][1]["multiline"]
+    assert step["output"] == ["PIPELINE_STATE"] and step["input"]["optional"]["pipeline"][0] == "DIFFUSERS_PIPELINE"
+    # diffusers' UI templates type its untyped inputs; the generator is a seed
+    latents = info["ModularStep_StableDiffusionXLPrepareLatentsStep"]["input"]
+    assert latents["required"]["height"][0] == "INT" and latents["required"]["generator"][0] == "INT"
+    # a loop block of diffusers' shows the state values it reads, as sockets
+    assert info["ModularBlock_StableDiffusionXLLoopBeforeDenoiser"]["input"]["optional"]["latents"][0] == "*"
+    for family in ("stable_diffusion_3", "flux", "wan", "qwenimage"):
+        assert any(v["category"].startswith(f"Modular Loops/diffusers/{family}/") for v in info.values()), family
+    guiders = {k for k in info if k.startswith("ModularGuider_")}
+    assert len(guiders) >= 12 and "ModularGuider_AdaptiveProjectedGuidance" in guiders
+    assert info["ModularGuider_ClassifierFreeGuidance"]["input"]["required"]["guidance_scale"][1]["default"] == 7.5
+    counts = {kind: sum(k.startswith(f"Modular{kind}_") and "/diffusers/" in v["category"] for k, v in info.items())
+              for kind in ("Loop", "Block", "Step")}
+    REPORT.append(f"diffusers' shipped classes as nodes: {counts['Loop']} loops, {counts['Block']} loop blocks, "
+                  f"{counts['Step']} steps, {len(guiders)} guiders")
+
+
+# --- parity with diffusers' own run ---------------------------------------------------------------
+
+
+def test_sdxl_node_chain_equals_diffusers_own_pipeline(server, info):
+    result, run = SDXLChain(info).against_diffusers().result(server)
+    assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+
+
+def test_another_guider_changes_the_result_and_equals_diffusers_with_it(server, info):
+    params = {"guidance_scale": 5.0, "eta": 0.5}
+    chain = SDXLChain(info)
+    guider = chain.graph.node("ModularGuider_AdaptiveProjectedGuidance",
+                              **widgets(info, "ModularGuider_AdaptiveProjectedGuidance", guidance_scale=5.0, eta=0.5))
+    chain.loop.set(guider=guider)
+    result, _ = chain.against_diffusers("AdaptiveProjectedGuidance", params).result(server)
+    assert result["max_abs_diff"] <= TOL, result
+    with_cfg, _ = SDXLChain(info).against_diffusers("AdaptiveProjectedGuidance", params).result(server)
+    assert with_cfg["max_abs_diff"] > 1e-3, with_cfg  # the swap changed the image
+
+
+def test_a_block_of_ones_own_runs_in_socket_order_inside_diffusers_loop(server, info):
+    sdxl = "ModularBlock_StableDiffusionXL"
+    own = [(f"{sdxl}LoopBeforeDenoiser", {}), ("ModularBlock_ScaleModelInput", {"factor": 1.0}),
+           (f"{sdxl}LoopDenoiser", {}), (f"{sdxl}LoopAfterDenoiser", {})]
+    loop = "ModularLoop_StableDiffusionXLDenoiseLoopWrapper"
+    same, _ = SDXLChain(info, loop, own).against_diffusers().result(server)
+    assert same["max_abs_diff"] <= TOL, same  # factor 1: the shipped loop, block by block
+    own[1] = ("ModularBlock_ScaleModelInput", {"factor": 0.8})
+    changed, _ = SDXLChain(info, loop, own).against_diffusers().result(server)
+    assert changed["finite"] and changed["max_abs_diff"] > 1e-3, changed
+    # before the before-denoiser, the latents it scales are not there yet: that block fails at step 0
+    chain = SDXLChain(info, loop, [own[1], own[0], own[2], own[3]])
+    node, msg, run = run_error(server, chain.graph)
+    assert node == chain.loop.id
+    assert f"'block_1' (ScaleModelInput, node {chain.blocks[0]}) failed at step 0" in msg and "scaled_latents" in msg, msg
+
+
+def test_progress_per_step_of_diffusers_loop(server, info):
+    chain = SDXLChain(info).against_diffusers()
+    _, run = chain.result(server)
+    assert [(v, m) for node, v, m in run.progress if node == chain.loop.id] == [(k, STEPS) for k in range(1, STEPS + 1)]
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_pickle_only_weights_are_refused_unread(server, info):
+    chain = SDXLChain(info, folder=PICKLE_ONLY)
+    node, msg, _ = run_error(server, chain.graph)
+    assert node == chain.pipeline.id and "component 'unet' has weights only as pickle files" in msg, msg
+    assert "diffusion_pytorch_model.bin" in msg
+
+
+def test_a_folder_that_is_not_there_is_a_validation_error(server, info):
+    chain = SDXLChain(info, folder="not-a-pipeline")
+    with pytest.raises(ValidationError) as err:
+        server.queue(chain.graph)
+    assert chain.pipeline.id in err.value.body["node_errors"]
+
+
+def test_a_loop_missing_a_state_value_names_block_node_and_value(server, info):
+    chain = SDXLChain(info)
+    chain.loop.set(state=chain.latents.inputs["state"])  # the state before latents were prepared
+    node, msg, run = run_error(server, chain.graph)
+    assert node == chain.loop.id and "'latents'" in msg and "StableDiffusionXLDenoiseStep" in msg, msg
+    assert "before_denoiser" in msg and "StableDiffusionXLLoopBeforeDenoiser" in msg, msg
+
+
+def test_a_step_without_its_pipeline_says_what_to_connect(server, info):
+    chain = SDXLChain(info)
+    chain.loop.unset("pipeline")
+    node, msg, _ = run_error(server, chain.graph)
+    assert node == chain.loop.id and "connect a Load Diffusers Pipeline node to 'pipeline'" in msg, msg
