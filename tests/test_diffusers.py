@@ -155,7 +155,11 @@ def test_a_block_of_ones_own_runs_in_socket_order_inside_diffusers_loop(server, 
 
 
 def test_progress_per_step_of_diffusers_loop(server, info):
-    chain = SDXLChain(info).against_diffusers()
+    # ComfyUI >= 0.33 sends a progress update at most every 0.1 s (first and last always): steps of 0.15 s.
+    sdxl = "ModularBlock_StableDiffusionXL"
+    blocks = [(f"{sdxl}LoopBeforeDenoiser", {}), (f"{sdxl}LoopDenoiser", {}), (f"{sdxl}LoopAfterDenoiser", {}),
+              ("ModularBlock_SleepBlock", {"seconds": 0.15})]
+    chain = SDXLChain(info, "ModularLoop_StableDiffusionXLDenoiseLoopWrapper", blocks).against_diffusers()
     _, run = chain.result(server)
     assert [(v, m) for node, v, m in run.progress if node == chain.loop.id] == [(k, STEPS) for k in range(1, STEPS + 1)]
 
