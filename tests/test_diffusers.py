@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comfy_host import PICKLE_ONLY, TINY_SDXL, Graph, ValidationError, require_host
+from comfy_host import PICKLE_ONLY, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host
 from conftest import REPORT
 
 require_host()
@@ -40,37 +40,34 @@ def widgets(info, class_type, **given):
     return {**values, **given}
 
 
-class SDXLChain:
-    """diffusers' SDXL text-to-image as a chain of nodes: loader -> text encoder -> input -> set timesteps ->
-    prepare latents -> additional conditioning -> denoise loop -> decode -> State To Image."""
+class Chain:
+    """A text-to-image pipeline of diffusers' as a chain of nodes: Load Diffusers Pipeline -> its steps, in
+    `order` -> its denoise loop (`loop`, `blocks` attached) -> decode -> State To Image -> Preview Image."""
 
-    def __init__(self, info, loop="ModularLoop_StableDiffusionXLDenoiseStep", blocks=(), folder=TINY_SDXL):
+    def __init__(self, info, family, before, loop, blocks=(), folder=TINY_SDXL):
         g = self.graph = Graph()
-        self.info = info
-        step = self.step
+        self.info, self.family, self.folder = info, family, folder
         self.pipeline = g.node("ModularDiffusersLoader", folder=folder, dtype="float32")
-        state = step("TextEncoderStep", prompt=PROMPT)
-        state = step("InputStep", state=state)
-        state = step("SetTimestepsStep", state=state, num_inference_steps=STEPS)
-        state = self.latents = step("PrepareLatentsStep", state=state, height=SIZE, width=SIZE, generator=SEED)
-        state = self.conditioning = step("PrepareAdditionalConditioningStep", state=state)
+        state, self.steps = None, {}
+        for name, inputs in before:
+            state = self.steps[name] = self.step(name, **({"state": state} if state else {}), **inputs)
         self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
         self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
                            **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
-        decoded = step("DecodeStep", state=self.loop, output_type="pt")
+        decoded = self.step("DecodeStep", state=self.loop, output_type="pt")
         self.image = g.node("ModularStateToImage", state=decoded, key="images")
         self.preview = g.node("PreviewImage", images=self.image)  # what Save Image takes, too
 
     def step(self, name, **inputs):
-        cls = f"ModularStep_{SDXL}{name}"
-        node = self.graph.node(cls, **widgets(self.info, cls, **{k: v for k, v in inputs.items()}))
+        cls = f"ModularStep_{self.family}{name}"
+        node = self.graph.node(cls, **widgets(self.info, cls, **inputs))
         if "pipeline" in self.info[cls]["input"].get("optional", {}):
             node.set(pipeline=self.pipeline)
         return node
 
     def against_diffusers(self, guider="", guider_params=None):
         """max |diff| of the chain's image and diffusers' own run, shown by `self.diff`."""
-        ref = self.graph.node("MLTest_DiffusersReference", folder=TINY_SDXL, prompt=PROMPT, steps=STEPS, seed=SEED,
+        ref = self.graph.node("MLTest_DiffusersReference", folder=self.folder, prompt=PROMPT, steps=STEPS, seed=SEED,
                               height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}))
         self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
         return self
@@ -79,6 +76,26 @@ class SDXLChain:
         run = server.run(self.graph, timeout=600)
         assert run.status == "success", run.error
         return json.loads(run.text(self.diff)), run
+
+
+LATENT_INPUTS = {"height": SIZE, "width": SIZE, "generator": SEED}
+
+
+def SDXLChain(info, loop="ModularLoop_StableDiffusionXLDenoiseStep", blocks=(), folder=TINY_SDXL):
+    """SDXL: text encoder -> input -> set timesteps -> prepare latents -> additional conditioning -> loop."""
+    chain = Chain(info, SDXL, [("TextEncoderStep", {"prompt": PROMPT}), ("InputStep", {}),
+                               ("SetTimestepsStep", {"num_inference_steps": STEPS}), ("PrepareLatentsStep", LATENT_INPUTS),
+                               ("PrepareAdditionalConditioningStep", {})], loop, blocks, folder)
+    chain.latents = chain.steps["PrepareLatentsStep"]
+    return chain
+
+
+def SD3Chain(info):
+    """SD3 (flow matching): text encoder -> text input -> prepare latents -> set timesteps -> loop."""
+    return Chain(info, "StableDiffusion3", [("TextEncoderStep", {"prompt": PROMPT}), ("TextInputStep", {}),
+                                            ("PrepareLatentsStep", LATENT_INPUTS),
+                                            ("SetTimestepsStep", {"num_inference_steps": STEPS})],
+                 "ModularLoop_StableDiffusion3DenoiseStep", folder=TINY_SD3_PIPELINE)
 
 
 def run_error(server, graph):
@@ -121,6 +138,12 @@ def test_shipped_loops_blocks_steps_and_guiders_are_nodes_grouped_by_family(info
 
 def test_sdxl_node_chain_equals_diffusers_own_pipeline(server, info):
     result, run = SDXLChain(info).against_diffusers().result(server)
+    assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+
+
+def test_sd3_node_chain_equals_diffusers_own_pipeline(server, info):
+    result, run = SD3Chain(info).against_diffusers().result(server)
     assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
     assert result["max_abs_diff"] <= TOL, result
 
@@ -194,3 +217,36 @@ def test_a_step_without_its_pipeline_says_what_to_connect(server, info):
     chain.loop.unset("pipeline")
     node, msg, _ = run_error(server, chain.graph)
     assert node == chain.loop.id and "connect a Load Diffusers Pipeline node to 'pipeline'" in msg, msg
+
+
+def test_a_node_of_the_wrong_type_in_the_pipeline_socket_is_a_validation_error(server, info):
+    chain = SDXLChain(info)
+    guider = chain.graph.node("ModularGuider_ClassifierFreeGuidance", **widgets(info, "ModularGuider_ClassifierFreeGuidance"))
+    chain.loop.set(pipeline=guider)  # a DIFFUSERS_GUIDER where the DIFFUSERS_PIPELINE goes
+    with pytest.raises(ValidationError) as err:
+        server.queue(chain.graph)
+    errors = err.value.body["node_errors"][chain.loop.id]["errors"]
+    assert any(e["extra_info"].get("input_name") == "pipeline" for e in errors), errors
+
+
+def test_interrupt_stops_a_diffusers_loop_within_one_step(server, info):
+    import time
+
+    seconds = 0.3
+    sdxl = "ModularBlock_StableDiffusionXL"
+    blocks = [(f"{sdxl}LoopBeforeDenoiser", {}), (f"{sdxl}LoopDenoiser", {}), (f"{sdxl}LoopAfterDenoiser", {}),
+              ("ModularBlock_SleepBlock", {"seconds": seconds})]
+    chain = SDXLChain(info, "ModularLoop_StableDiffusionXLDenoiseLoopWrapper", blocks)
+    chain.steps["SetTimestepsStep"].set(num_inference_steps=50)
+    sent = {}
+
+    def on_message(msg, srv):
+        if msg["type"] == "progress" and msg["data"]["node"] == chain.loop.id and "at" not in sent:
+            sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
+            srv.post("/interrupt")
+
+    run = server.run(chain.graph, on_message=on_message, timeout=600)
+    stopped = time.monotonic() - sent["at"]
+    assert run.status == "interrupted"
+    assert len([v for node, v, _ in run.progress if node == chain.loop.id and v > sent["step"]]) <= 1
+    REPORT.append(f"diffusers loop interrupt: stopped {stopped:.2f} s after POST /interrupt (one step >= {seconds} s)")
