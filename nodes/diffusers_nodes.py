@@ -8,8 +8,8 @@ import inspect
 import json
 import os
 
-from ..modular import LoopConfigError, state_values
-from ..modular.pipelines import INDEX_FILES, load_pipeline
+from ..modular import LoopConfigError, copy_state, state_values
+from ..modular.pipelines import INDEX_FILES, from_host_latent, load_pipeline, to_host_latent
 from ..modular.shipped import scan_guiders
 from .values import ANY, GUIDER_TYPE, PIPELINE_TYPE, STATE_TYPE
 
@@ -163,5 +163,47 @@ def as_comfy_image(images, key="images"):
     raise TypeError(f"State To Image: '{key}' holds {type(images).__name__}, not decoded images; decode first")
 
 
+class StateToLatent:
+    DESCRIPTION = ("The latents of a pipeline state as a ComfyUI LATENT (undoing the pipeline VAE's scaling and "
+                   "shift), for VAE Decode, KSampler and every node that takes a LATENT.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"state": (STATE_TYPE,), "pipeline": (PIPELINE_TYPE,)}}
+
+    def convert(self, state, pipeline):
+        latents = state_values(state).get("latents")
+        if latents is None:
+            raise KeyError("State To LATENT: the state holds no 'latents'")
+        try:
+            return ({"samples": to_host_latent(pipeline, latents).detach().cpu()},)
+        except LoopConfigError as e:
+            raise LoopConfigError(f"State To LATENT: {e}") from e
+
+
+class LatentToState:
+    DESCRIPTION = ("A ComfyUI LATENT as the `latents` of a pipeline state (with the pipeline VAE's scaling and "
+                   "shift), for diffusers' decode step or loops; into a copy of `state` when one is connected.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STATE_TYPE,)
+    RETURN_NAMES = ("state",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",), "pipeline": (PIPELINE_TYPE,)}, "optional": {"state": (STATE_TYPE,)}}
+
+    def convert(self, latent, pipeline, state=None):
+        new = copy_state(state)
+        new.set("latents", from_host_latent(pipeline, latent["samples"]))
+        return (new,)
+
+
 NODES = {"ModularDiffusersLoader": (LoadDiffusersPipeline, "Load Diffusers Pipeline"),
-         "ModularStateToImage": (StateToImage, "State To Image")}
+         "ModularStateToImage": (StateToImage, "State To Image"),
+         "ModularStateToLatent": (StateToLatent, "State To LATENT"),
+         "ModularLatentToState": (LatentToState, "LATENT To State")}

@@ -250,3 +250,20 @@ def test_interrupt_stops_a_diffusers_loop_within_one_step(server, info):
     assert run.status == "interrupted"
     assert len([v for node, v, _ in run.progress if node == chain.loop.id and v > sent["step"]]) <= 1
     REPORT.append(f"diffusers loop interrupt: stopped {stopped:.2f} s after POST /interrupt (one step >= {seconds} s)")
+
+
+def test_a_latent_goes_to_comfyui_and_back(server, info):
+    # diffusers' loop -> State To LATENT (a ComfyUI LATENT: the VAE latent) -> LATENT To State -> its decode step
+    chain = SDXLChain(info).against_diffusers()
+    g = chain.graph
+    latent = g.node("ModularStateToLatent", state=chain.loop, pipeline=chain.pipeline)
+    back = g.node("ModularLatentToState", latent=latent, pipeline=chain.pipeline, state=chain.loop)
+    decoded = chain.step("DecodeStep", state=back, output_type="pt")
+    again = g.node("ModularStateToImage", state=decoded, key="images")
+    round_trip = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=chain.image, b=again))
+    stats = g.node("PreviewAny", source=g.node("MLTest_MaxAbsDiff", a=latent, b=latent))
+    result, run = chain.result(server)
+    assert result["max_abs_diff"] <= TOL
+    assert json.loads(run.text(round_trip))["max_abs_diff"] <= 1e-5
+    # the tiny VAE's scaling factor is diffusers' default 0.18215: the LATENT is the loop's latents / 0.18215
+    assert json.loads(run.text(stats))["shape"] == [1, 4, SIZE // 2, SIZE // 2]

@@ -1,0 +1,152 @@
+"""Core tier, diffusers' own pipelines without ComfyUI: discovery of its shipped classes from source, model
+folder checks, the components one run sees and carries, latent scaling, seeds. (The node chains against
+diffusers' own pipeline runs are in the host tier, test_diffusers.py.)"""
+
+import importlib
+import inspect
+import json
+import types
+
+import pytest
+import torch
+
+from modular import compat, copy_state, shipped
+from modular.params import input_specs
+from modular.pipelines import PipelineLoadError, RunComponents, check_folder, from_host_latent, to_host_latent
+from modular.state import seed_state, ValueSource
+
+
+def test_source_discovery_agrees_with_the_imported_classes():
+    found = shipped.scan()
+    assert len([c for c in found if c.role == "loop"]) >= 59 and len([c for c in found if c.role == "block"]) >= 107
+    seen = set()
+    for c in found:
+        cls = getattr(importlib.import_module(c.module), c.name)
+        assert compat.role_of(cls) == ("loop" if c.role == "loop" else "block"), c
+        assert bool(compat.default_blocks(cls)) == c.default_blocks, c
+        seen.add((c.module, c.name))
+    root = shipped.package_dir()
+    for family in (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        for path in family.glob("*.py"):
+            if path.stem in shipped.NOT_BLOCKS or path.stem.startswith("modular_blocks"):
+                continue
+            module = importlib.import_module(f"{shipped.PACKAGE}.{family.name}.{path.stem}")
+            for name, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ == module.__name__ and compat.role_of(cls):
+                    assert (module.__name__, name) in seen, (module.__name__, name)
+
+
+def test_guiders_found_from_source_are_diffusers_guiders():
+    import diffusers.guiders
+
+    names = {g.name for g in shipped.scan_guiders()}
+    expected = {n for n, c in inspect.getmembers(diffusers.guiders, inspect.isclass)
+                if issubclass(c, diffusers.guiders.BaseGuidance) and c is not diffusers.guiders.BaseGuidance}
+    assert names == expected and len(names) >= 12
+
+
+def test_a_shipped_entry_imports_its_class_only_when_used(tmp_path):
+    (tmp_path / "fam").mkdir()
+    (tmp_path / "fam" / "denoise.py").write_text(
+        "raise RuntimeError('imported')\n"
+        "class W(LoopSequentialPipelineBlocks):\n    def __call__(self, components, state):\n        pass\n"
+        "class B(ModularPipelineBlocks):\n    def __call__(self, components, block_state, i, t):\n        pass\n"
+        "class Sub(W):\n    block_classes = [B]\n")
+    found = {c.name: c for c in shipped.scan(tmp_path)}
+    assert found["W"].role == "loop" and found["B"].role == "block" and found["Sub"].default_blocks
+    entry = shipped.ShippedEntry(found["B"], "x")
+    assert entry.category == "fam/denoise" and not entry.is_denoise_loop  # nothing imported for these
+
+
+def test_diffusers_ui_templates_type_untyped_inputs():
+    from diffusers.modular_pipelines import InputParam
+
+    specs = {s.name: s for s in input_specs([
+        InputParam("prompt"), InputParam("height"), InputParam("generator"), InputParam("output_type", default="pil"),
+        InputParam("batch_size", type_hint=int, required=True), InputParam("num_inference_steps", default=50)],
+        templates=shipped.ui_templates(), typed_by_default=True)}
+    assert specs["prompt"].kind == "str" and specs["prompt"].options["empty_is_none"] and specs["prompt"].options["multiline"]
+    assert specs["height"].kind == "int" and specs["height"].options["min"] == 64
+    assert specs["generator"].kind == "seed"
+    assert specs["output_type"].kind == "str" and specs["num_inference_steps"].kind == "int"
+    assert specs["batch_size"].kind == "object"  # an earlier step writes it: a socket, never a widget's 0
+
+
+def test_a_seed_given_for_generator_is_a_seeded_generator_and_copies_step_apart():
+    from diffusers.modular_pipelines import InputParam, ModularPipelineBlocks
+
+    class Draw(ModularPipelineBlocks):
+        @property
+        def inputs(self):
+            return [InputParam("generator")]
+
+        def __call__(self, components, state):
+            return components, state
+
+    state, _ = seed_state(Draw(), [ValueSource("node", Draw().inputs, {"generator": 5})])
+    generator = state.get("generator")
+    assert torch.equal(torch.randn(3, generator=generator), torch.randn(3, generator=torch.Generator().manual_seed(5)))
+    copy = copy_state(state)
+    a = torch.randn(2, generator=copy.get("generator"))
+    b = torch.randn(2, generator=state.get("generator"))
+    assert torch.equal(a, b)  # the copy continues the same stream, without moving the original's
+
+
+def make_folder(root, index, files):
+    root.mkdir(parents=True, exist_ok=True)
+    if index is not None:
+        (root / "model_index.json").write_text(json.dumps(index))
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x80\x04not really")
+    return root
+
+
+INDEX = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+         "scheduler": ["diffusers", "EulerDiscreteScheduler"], "image_encoder": [None, None]}
+
+
+def test_model_folders_that_are_refused(tmp_path):
+    with pytest.raises(PipelineLoadError, match="no model_index.json"):
+        check_folder(make_folder(tmp_path / "a", None, ["unet/config.json"]))
+    with pytest.raises(PipelineLoadError, match="component 'scheduler'.*subfolder scheduler/ is missing"):
+        check_folder(make_folder(tmp_path / "b", INDEX, ["unet/diffusion_pytorch_model.safetensors"]))
+    with pytest.raises(PipelineLoadError, match=r"'unet' has weights only as pickle files \(diffusion_pytorch_model.bin\)"):
+        check_folder(make_folder(tmp_path / "c", INDEX, ["unet/diffusion_pytorch_model.bin", "scheduler/x.json"]))
+    ok = make_folder(tmp_path / "d", INDEX, ["unet/diffusion_pytorch_model.safetensors", "unet/extra.bin",
+                                              "scheduler/scheduler_config.json"])
+    assert set(check_folder(ok)) == {"unet", "scheduler"}  # [null, null] entries are nothing to load
+    remote = dict(INDEX, unet=["diffusers", "UNet2DConditionModel", {"pretrained_model_name_or_path": "org/repo"}])
+    with pytest.raises(PipelineLoadError, match="read from 'org/repo', not from this folder"):
+        check_folder(make_folder(tmp_path / "e", remote, ["scheduler/scheduler_config.json"]))
+
+
+def test_a_runs_scheduler_and_guider_are_its_own_and_travel_in_the_state():
+    from diffusers import EulerDiscreteScheduler
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    pipeline = types.SimpleNamespace(scheduler=EulerDiscreteScheduler(), guider=ClassifierFreeGuidance(), unet=None)
+    state = compat.PipelineState()
+    first = RunComponents(pipeline)
+    first.bind_state(state)
+    first.scheduler.set_timesteps(3)
+    assert first.scheduler is not pipeline.scheduler and len(pipeline.scheduler.timesteps) != 3  # the pipeline: untouched
+    nxt = copy_state(state)  # what the next node starts from
+    second = RunComponents(pipeline)
+    second.bind_state(nxt)
+    assert len(second.scheduler.timesteps) == 3 and second.scheduler is not first.scheduler  # carried, as a copy
+    given = ClassifierFreeGuidance(guidance_scale=2.0)
+    third = RunComponents(pipeline, {"guider": given})
+    third.bind_state(copy_state(nxt))
+    assert third.guider is given and third.unet is None
+
+
+def test_latents_convert_with_the_vae_scaling_and_shift():
+    pipeline = types.SimpleNamespace(vae=types.SimpleNamespace(config=types.SimpleNamespace(scaling_factor=1.5,
+                                                                                            shift_factor=0.25)))
+    latents = torch.randn(1, 16, 4, 4)
+    host = to_host_latent(pipeline, latents)
+    assert torch.allclose(host, latents / 1.5 + 0.25)
+    assert torch.allclose(from_host_latent(pipeline, host), latents)
+    with pytest.raises(Exception, match="packs them"):
+        to_host_latent(pipeline, torch.zeros(1, 16, 64))
