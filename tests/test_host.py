@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from comfy_host import Graph, ValidationError, require_host, ui_to_api
+from comfy_host import TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host, ui_to_api
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -214,31 +214,46 @@ def test_example_workflows_are_templates_and_run(server):
     for name in examples:
         workflow = server.get(f"/api/workflow_templates/modular_loops/{name}.json")
         prompt = ui_to_api(workflow, info)
-        if any(n["class_type"] == "CheckpointLoaderSimple" for n in prompt.values()):
-            # Written for an SD1.5 checkpoint, which tests do not have: everything else must validate ...
+        missing = {"CheckpointLoaderSimple": "ckpt_name", "ModularDiffusersLoader": "folder"}
+        needs = {missing[n["class_type"]] for n in prompt.values() if n["class_type"] in missing}
+        if needs:
+            # Written for a model the tests do not have (an SD1.5 checkpoint, a diffusers folder): everything
+            # else must validate ...
             with pytest.raises(ValidationError) as err:
                 server.queue(prompt)
             problems = [e for n in err.value.body["node_errors"].values() for e in n["errors"]]
-            assert problems and all(e["extra_info"]["input_name"] == "ckpt_name" for e in problems), (name, problems)
-            # ... and it runs with the checkpoint, the prompts and the VAE swapped for tiny test stand-ins.
+            assert problems and all(e["extra_info"]["input_name"] in needs for e in problems), (name, problems)
+            # ... and it runs with the models swapped for tiny test stand-ins.
             prompt = with_test_models(prompt)
         result = server.run(prompt, timeout=300)
         assert result.status == "success", (name, result.error)
         if name == "guide_loop":
             preview = next(n["id"] for n in workflow["nodes"] if n["type"] == "PreviewAny")
             assert result.text(preview) == "6"
+        elif name.startswith("diffusers_"):
+            saved = [img for out in result.outputs.values() for img in out.get("images", [])]
+            assert len(saved) == 1 and saved[0]["filename"].endswith(".png"), (name, result.outputs)
         else:
             checks = [json.loads(result.text(k)) for k, n in prompt.items() if n["class_type"] == "PreviewAny"]
             assert checks and all(c["finite"] and c["shape"][1] == 4 for c in checks), (name, checks)
 
 
 def with_test_models(prompt):
-    """The SD1.5 example with a tiny in-process SD1.5 model, random conditioning, no VAE, 64 x 64 and 4
-    steps: the latent that went to VAE Decode is checked (finite, SD1.5's 4 channels) instead."""
+    """The SD1.5 examples with a tiny in-process SD1.5 model, random conditioning, no VAE, 64 x 64 and 4
+    steps: the latent that went to VAE Decode is checked (finite, SD1.5's 4 channels) instead. The diffusers
+    examples with the tiny pipeline of their family, 64 x 64 and 2 steps."""
     out = {}
+    diffusers = any(n["class_type"] == "ModularDiffusersLoader" for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
-        if cls == "CheckpointLoaderSimple":
+        if cls == "ModularDiffusersLoader":
+            out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_SD3_PIPELINE if "3" in inputs["folder"]
+                                                       else TINY_SDXL}}
+        elif cls.startswith("ModularStep_"):
+            out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}
+            node["inputs"].update({k: v for k, v in {"height": 64, "width": 64, "num_inference_steps": 2}.items()
+                                   if k in inputs})
+        elif cls == "CheckpointLoaderSimple":
             out[nid] = {"class_type": "MLTest_TinySD15", "inputs": {"seed": 0}}
         elif cls == "CLIPTextEncode":
             out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8, "width": 32, "pooled": 0}}
@@ -246,7 +261,7 @@ def with_test_models(prompt):
             out[nid] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
         elif cls == "VAEDecode":
             out[nid] = {"class_type": "MLTest_MaxAbsDiff", "inputs": {"a": inputs["samples"], "b": inputs["samples"]}}
-        elif cls == "SaveImage":
+        elif cls == "SaveImage" and not diffusers:  # (a diffusers example decodes with its own VAE: kept)
             out[nid] = {"class_type": "PreviewAny", "inputs": {"source": inputs["images"]}}
         elif cls != "LoadImage":
             out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}

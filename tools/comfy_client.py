@@ -253,6 +253,51 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def api_to_ui(prompt, object_info: dict, positions: dict | None = None, titles: dict | None = None) -> dict:
+    """An API prompt (or a `Graph`) -> a workflow as the UI saves it, the inverse of `ui_to_api`: widget values in
+    the node's declared input order (an INT with `control_after_generate` carries "fixed" after it), linked inputs
+    as links. `positions`: {node id: [x, y]} (else a grid); `titles`: {node id: title}."""
+    prompt = as_prompt(prompt)
+    nodes, links = [], []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for nid, node in prompt.items():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
+                links.append([len(links) + 1, int(value[0]), value[1], int(nid), None, None, name])
+                out_links.setdefault((str(value[0]), value[1]), []).append(len(links))
+    for order, (nid, node) in enumerate(prompt.items()):
+        info = object_info[node["class_type"]]
+        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        names = info.get("input_order") or {k: list(v) for k, v in info["input"].items() if k != "hidden"}
+        widgets, inputs = [], []
+        for name in names.get("required", []) + names.get("optional", []):
+            kind, opts = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
+            value = node["inputs"].get(name)
+            linked = isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt
+            if isinstance(kind, list) or kind in WIDGET_TYPES:
+                widgets.append(opts.get("default") if linked or value is None else value)
+                if kind == "INT" and opts.get("control_after_generate"):
+                    widgets.append("fixed")
+            if linked:
+                link = next(l for l in links if l[3] == int(nid) and l[6] == name)
+                link[4] = len(inputs)
+                link[5] = object_info[prompt[str(link[1])]["class_type"]]["output"][link[2]]
+                inputs.append({"name": name, "type": "*" if kind == "*" else kind if isinstance(kind, str) else "COMBO",
+                               "link": link[0]})
+        outputs = [{"name": (info.get("output_name") or info["output"])[k], "type": t, "slot_index": k,
+                    "links": out_links.get((nid, k), [])} for k, t in enumerate(info["output"])]
+        x, y = (positions or {}).get(nid, (40 + 340 * (order % 5), 80 + 360 * (order // 5)))
+        ui = {"id": int(nid), "type": node["class_type"], "pos": [x, y], "size": [300, 120], "flags": {}, "order": order,
+              "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": node["class_type"]},
+              "widgets_values": widgets}
+        if titles and nid in titles:
+            ui["title"] = titles[nid]
+        nodes.append(ui)
+    return {"last_node_id": max((n["id"] for n in nodes), default=0), "last_link_id": len(links), "nodes": nodes,
+            "links": [l[:6] for l in links], "groups": [], "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [0, 0]}},
+            "version": 0.4}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
