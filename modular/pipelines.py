@@ -129,6 +129,10 @@ class RunComponents:
             if carried.get(name) is not None:
                 self._own[name] = carried[name]
 
+    def guider_for(self, state):
+        """The guider a run on `state` will use (given, carried in the state, or the pipeline's)."""
+        return self._given.get("guider") or compat.carried(state).get("guider") or getattr(self._pipeline, "guider", None)
+
     def __getattr__(self, name):
         own = self.__dict__.get("_own", {})
         if name in own:
@@ -193,3 +197,19 @@ def from_host_latent(pipeline, samples):
     """A host's VAE latent as a diffusers loop's latents."""
     scaling, shift = latent_scaling(pipeline)
     return (samples - shift) * scaling
+
+
+def check_guidance(guider, state, label: str):
+    """A clear error, before the loop, for a guider that guides with an unconditional (negative) prediction when
+    the state holds the prompt's embeddings but no negative ones (diffusers' own loops crash deep inside the
+    model there, or run the positive twice): the text encoder step ran with a guider that needed none."""
+    if guider is None or getattr(guider, "num_conditions", 1) <= 1:
+        return
+    values = compat.state_values(state)
+    positives = [k for k in values if k.endswith("prompt_embeds") and not k.startswith("negative_")]
+    missing = [k for k in positives if values.get(f"negative_{k}") is None]
+    if positives and len(missing) == len(positives):
+        raise LoopConfigError(
+            f"{label}: the guider ({type(guider).__name__}) needs negative embeddings, but the state has "
+            f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: the text encoder step ran "
+            f"with a guider that needs none (e.g. a guidance scale of 1); give the text encoder step the same guider")

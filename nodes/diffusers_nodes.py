@@ -11,7 +11,7 @@ import os
 from ..modular import LoopConfigError, copy_state, state_values
 from ..modular.pipelines import INDEX_FILES, from_host_latent, load_pipeline, to_host_latent
 from ..modular.shipped import scan_guiders
-from .values import ANY, GUIDER_TYPE, PIPELINE_TYPE, STATE_TYPE
+from .values import GUIDER_TYPE, PIPELINE_TYPE, SCHEDULER_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops/diffusers"
 DTYPES = ("default", "float32", "float16", "bfloat16")
@@ -117,6 +117,56 @@ class GuiderNode:
         return (config,)
 
 
+def scheduler_names() -> list[str]:
+    """diffusers' scheduler classes, by name, from its import table (nothing imported)."""
+    import diffusers
+
+    return sorted(n for n in getattr(diffusers, "_import_structure", {}).get("schedulers", []) if n.endswith("Scheduler"))
+
+
+class SchedulerConfig:
+    """A scheduler node's output: `make(pipeline)` builds the scheduler from the pipeline's scheduler config (as
+    diffusers swaps schedulers: `Cls.from_config(pipe.scheduler.config)`), with the node's options on top."""
+
+    def __init__(self, name: str, options: dict):
+        self.name, self.options = name, dict(options)
+
+    def make(self, pipeline=None):
+        import diffusers
+
+        cls = getattr(diffusers, self.name)
+        base = getattr(pipeline, "scheduler", None)
+        return cls.from_config(base.config, **self.options) if base is not None else cls(**self.options)
+
+
+class DiffusersScheduler:
+    DESCRIPTION = ("Any diffusers scheduler, built from the pipeline's own scheduler config (or the class's defaults) "
+                   "with `options` (JSON) on top, e.g. {\"use_karras_sigmas\": true}. Connect it to the set-timesteps "
+                   "step: the run steps with it from there on.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCHEDULER_TYPE,)
+    RETURN_NAMES = ("scheduler",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = scheduler_names()
+        return {"required": {"scheduler": (names, {"default": "EulerDiscreteScheduler" if "EulerDiscreteScheduler" in names
+                                                   else names[0]}),
+                             "options": ("STRING", {"default": "{}", "tooltip": "JSON: options for the scheduler."})}}
+
+    def make(self, scheduler, options):
+        try:
+            parsed = json.loads(options) if options.strip() else {}
+        except ValueError as e:
+            raise LoopConfigError(f"Diffusers Scheduler: options are not valid JSON ({e})") from e
+        if not isinstance(parsed, dict):
+            raise LoopConfigError("Diffusers Scheduler: options must be a JSON object, e.g. {\"timestep_spacing\": \"trailing\"}")
+        config = SchedulerConfig(scheduler, parsed)
+        config.make()  # an unknown class or a bad option is this node's error
+        return (config,)
+
+
 def guider_nodes() -> dict:
     """{node id: (class, display name)} of one node per diffusers guider (nothing imported here)."""
     made = {}
@@ -204,6 +254,7 @@ class LatentToState:
 
 
 NODES = {"ModularDiffusersLoader": (LoadDiffusersPipeline, "Load Diffusers Pipeline"),
+         "ModularDiffusersScheduler": (DiffusersScheduler, "Diffusers Scheduler"),
          "ModularStateToImage": (StateToImage, "State To Image"),
          "ModularStateToLatent": (StateToLatent, "State To LATENT"),
          "ModularLatentToState": (LatentToState, "LATENT To State")}

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from ..modular import BlockConfig, LoopConfigError, compat, run_loop
 from ..modular.errors import loop_where
-from ..modular.pipelines import RunComponents, run_step
+from ..modular.pipelines import RunComponents, check_guidance, run_step
 from ..modular.runner import NO_BLOCKS_HINT, require_blocks
 from . import values
-from .values import BLOCK_TYPE, GUIDER_TYPE, PIPELINE_TYPE, STATE_TYPE
+from .values import BLOCK_TYPE, GUIDER_TYPE, PIPELINE_TYPE, SCHEDULER_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops"
 MAX_BLOCKS = 16
@@ -40,10 +40,14 @@ def is_step(entry) -> bool:
 
 
 def shipped_sockets(entry) -> dict:
-    """The pipeline socket of a shipped loop or step, and a guider socket where it declares a guider."""
+    """The pipeline socket of a shipped loop or step, and guider / scheduler sockets where it declares those."""
     sockets = {"pipeline": (PIPELINE_TYPE, {"tooltip": "The loaded diffusers pipeline whose components it uses."})}
-    if any(s.name == "guider" for s in entry.component_specs()):
-        sockets["guider"] = (GUIDER_TYPE, {"tooltip": "A guider node: replaces the pipeline's guider for this run."})
+    declared = {s.name for s in entry.component_specs()}
+    if "guider" in declared:
+        sockets["guider"] = (GUIDER_TYPE, {"tooltip": "A guider node: the run's guider from this node on."})
+    if "scheduler" in declared:
+        sockets["scheduler"] = (SCHEDULER_TYPE, {"tooltip": "A scheduler node: the run's scheduler from this node on "
+                                                            "(connect it where the timesteps are set)."})
     return sockets
 
 
@@ -183,13 +187,16 @@ class LoopNode(BlockSocketsNode):
         # Block sockets last: the frontend grows them at the end of the node, in run order.
         return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def run(self, unique_id=None, state=None, pipeline=None, guider=None, **kwargs):
+    def run(self, unique_id=None, state=None, pipeline=None, guider=None, scheduler=None, **kwargs):
         from . import host  # ComfyUI's hooks, only when a loop runs inside it
 
         entry = self.ENTRY
         given, components = self.given(kwargs)
         if is_shipped(entry):
-            components = run_components(entry, pipeline, guider, loop_where(entry.name, unique_id))
+            components = run_components(entry, pipeline, guider, scheduler, loop_where(entry.name, unique_id),
+                                        attached_blocks(kwargs))
+            if components is not None and state is not None:
+                check_guidance(components.guider_for(state), state, loop_where(entry.name, unique_id))
         try:
             with host.failed_block_reported():
                 result = run_loop(entry.cls, attached_blocks(kwargs), loop_values=given, state=state,
@@ -203,12 +210,23 @@ class LoopNode(BlockSocketsNode):
         return (result.state,)
 
 
-def run_components(entry, pipeline, guider, label):
-    """The components a shipped loop or step sees in one run: the pipeline's, a fresh guider from a guider node."""
+def run_components(entry, pipeline, guider, scheduler, label, blocks=()):
+    """The components a shipped loop or step sees in one run: the pipeline's, with a fresh guider / scheduler from
+    a guider / scheduler node, the modules it uses loaded by ComfyUI's model management onto ComfyUI's device."""
+    from . import host
+
     if pipeline is None and entry.component_specs():
         needs = ", ".join(s.name for s in entry.component_specs())
         raise LoopConfigError(f"{label}: connect a Load Diffusers Pipeline node to 'pipeline' (it uses {needs})")
-    return RunComponents(pipeline, {"guider": guider.make() if guider is not None else None}) if pipeline is not None else None
+    if pipeline is None:
+        return None
+    used = {s.name for s in entry.component_specs()}
+    for _, config in blocks:
+        used |= {c.name for c in config.cls().expected_components}
+    host.load_components(pipeline, used)
+    return RunComponents(pipeline, {"guider": guider.make() if guider is not None else None,
+                                    "scheduler": scheduler.make(pipeline) if scheduler is not None else None,
+                                    "_execution_device": host.device()})
 
 
 class StepNode(DeclaredNode):
@@ -226,11 +244,11 @@ class StepNode(DeclaredNode):
                **shipped_sockets(cls.ENTRY)}
         return {"required": required, "optional": {**own, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def run(self, unique_id=None, state=None, pipeline=None, guider=None, **kwargs):
+    def run(self, unique_id=None, state=None, pipeline=None, guider=None, scheduler=None, **kwargs):
         from . import host
 
         given, _ = self.given(kwargs)
-        components = run_components(self.ENTRY, pipeline, guider, loop_where(self.ENTRY.name, unique_id))
+        components = run_components(self.ENTRY, pipeline, guider, scheduler, loop_where(self.ENTRY.name, unique_id))
         try:
             with host.failed_block_reported():
                 result = run_step(self.ENTRY.cls, given, state, components, unique_id)

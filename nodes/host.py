@@ -1,5 +1,6 @@
-"""What the adapter takes from ComfyUI while a loop runs: its progress bar, Interrupt, device, and a
-websocket notice naming the block node at fault when a loop fails (the frontend outlines that node)."""
+"""What the adapter takes from ComfyUI while a loop runs: its progress bar, Interrupt, device, its model
+management for a diffusers pipeline's modules, and a websocket notice naming the block node at fault when a
+loop fails (the frontend outlines that node)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,47 @@ def progress_bar_hook():
 
 def device():
     return comfy.model_management.get_torch_device()
+
+
+PATCHERS = "_modular_loops_patchers"
+
+
+def _holder(module):
+    """`module` inside a plain torch Module for ComfyUI's ModelPatcher, which sets attributes such as `device` on
+    the model it manages (a transformers model's `device` is read-only); moving the holder moves the module."""
+    import torch
+
+    class Held(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+    return Held(module)
+
+
+def model_patchers(pipeline) -> dict:
+    """{component: ComfyUI ModelPatcher} of the pipeline's torch modules, made once per loaded pipeline: ComfyUI
+    loads them onto its device when a node uses them, offloads them when other models need the room, and
+    unloads them on "free models"."""
+    import torch
+    import comfy.model_patcher
+
+    if getattr(pipeline, PATCHERS, None) is None:
+        patchers = {}
+        for name in pipeline.components:
+            module = getattr(pipeline, name, None)
+            if isinstance(module, torch.nn.Module):
+                patchers[name] = comfy.model_patcher.ModelPatcher(
+                    _holder(module), load_device=device(), offload_device=comfy.model_management.unet_offload_device())
+        setattr(pipeline, PATCHERS, patchers)
+    return getattr(pipeline, PATCHERS)
+
+
+def load_components(pipeline, names):
+    """Load the named components of `pipeline` onto ComfyUI's device, through its model management."""
+    patchers = [p for name, p in model_patchers(pipeline).items() if name in set(names)]
+    if patchers:
+        comfy.model_management.load_models_gpu(patchers)
 
 
 @contextlib.contextmanager

@@ -65,10 +65,11 @@ class Chain:
             node.set(pipeline=self.pipeline)
         return node
 
-    def against_diffusers(self, guider="", guider_params=None):
+    def against_diffusers(self, guider="", guider_params=None, scheduler=""):
         """max |diff| of the chain's image and diffusers' own run, shown by `self.diff`."""
         ref = self.graph.node("MLTest_DiffusersReference", folder=self.folder, prompt=PROMPT, steps=STEPS, seed=SEED,
-                              height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}))
+                              height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}),
+                              scheduler=scheduler)
         self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
         return self
 
@@ -160,6 +161,36 @@ def test_another_guider_changes_the_result_and_equals_diffusers_with_it(server, 
     assert with_cfg["max_abs_diff"] > 1e-3, with_cfg  # the swap changed the image
 
 
+def test_a_scheduler_node_swaps_the_runs_scheduler_as_diffusers_does(server, info):
+    chain = SDXLChain(info)
+    scheduler = chain.graph.node("ModularDiffusersScheduler", scheduler="DPMSolverMultistepScheduler", options="{}")
+    chain.steps["SetTimestepsStep"].set(scheduler=scheduler)  # from here on the run steps with it
+    result, _ = chain.against_diffusers(scheduler="DPMSolverMultistepScheduler").result(server)
+    assert result["max_abs_diff"] <= TOL, result
+    euler, _ = SDXLChain(info).against_diffusers(scheduler="DPMSolverMultistepScheduler").result(server)
+    assert euler["max_abs_diff"] > 1e-3, euler
+    bad = SDXLChain(info)
+    bad.steps["SetTimestepsStep"].set(scheduler=bad.graph.node("ModularDiffusersScheduler", scheduler="DDIMScheduler",
+                                                                   options="[1]"))
+    node, msg, _ = run_error(server, bad.graph)
+    assert "options must be a JSON object" in msg, msg
+
+
+def test_the_pipelines_modules_live_under_comfyuis_model_management(server, info):
+    chain = SDXLChain(info)
+    loaded = chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_LoadedModels", after=chain.image))
+    run = server.run(chain.graph, timeout=600)
+    assert run.status == "success", run.error
+    models = json.loads(run.text(loaded))
+    for name in ("UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel", "CLIPTextModelWithProjection"):
+        assert name in models, models
+    server.post("/free", {"unload_models": True, "free_memory": True})  # ComfyUI's "free models"
+    check = Graph()
+    after = check.node("PreviewAny", source=check.node("MLTest_LoadedModels", after=check.node("PrimitiveInt", value=1)))
+    models = json.loads(server.run(check, timeout=120).text(after))
+    assert "UNet2DConditionModel" not in models and "AutoencoderKL" not in models, models
+
+
 def test_a_block_of_ones_own_runs_in_socket_order_inside_diffusers_loop(server, info):
     sdxl = "ModularBlock_StableDiffusionXL"
     own = [(f"{sdxl}LoopBeforeDenoiser", {}), ("ModularBlock_ScaleModelInput", {"factor": 1.0}),
@@ -210,6 +241,17 @@ def test_a_loop_missing_a_state_value_names_block_node_and_value(server, info):
     node, msg, run = run_error(server, chain.graph)
     assert node == chain.loop.id and "'latents'" in msg and "StableDiffusionXLDenoiseStep" in msg, msg
     assert "before_denoiser" in msg and "StableDiffusionXLLoopBeforeDenoiser" in msg, msg
+
+
+def test_a_guider_that_needs_negative_embeddings_given_none(server, info):
+    chain = SDXLChain(info)
+    no_cfg = chain.graph.node("ModularGuider_ClassifierFreeGuidance",
+                              **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=1.0))
+    chain.steps["TextEncoderStep"].set(guider=no_cfg)  # encodes no negative prompt ...
+    chain.loop.set(guider=chain.graph.node("ModularGuider_ClassifierFreeGuidance",
+                                           **widgets(info, "ModularGuider_ClassifierFreeGuidance")))  # ... CFG 7.5 needs one
+    node, msg, _ = run_error(server, chain.graph)
+    assert node == chain.loop.id and "needs negative embeddings" in msg and "negative_prompt_embeds" in msg, msg
 
 
 def test_a_step_without_its_pipeline_says_what_to_connect(server, info):
