@@ -12,8 +12,9 @@ A spec's `kind` says how a host shows the input:
 Widget limits come from `InputParam.metadata` keys "min", "max", "step"; a "choices" list makes a
 str input a drop-down of those values. `templates` (diffusers' UI templates of standard parameters, e.g.
 `prompt` is text, `height` an int from 64) type an untyped input by its name; a typed widget so made
-with no declared default starts at the template's default (`options["widget_default"]`), and a text one
-gives nothing while empty (`options["empty_is_none"]`).
+with no declared default gives nothing while empty (text, `options["empty_is_none"]`) or 0 (a number,
+`options["zero_is_none"]`): the incoming state's value is used, else the block's own default (diffusers'
+`None`: e.g. the pipeline's default height).
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpe
                 options["multiline"] = True
             if p.default is None and kind == "str":
                 options["empty_is_none"] = True
-            elif p.default is None and "default" in template:
-                options["widget_default"] = template["default"]
+            elif p.default is None and kind in ("int", "float"):
+                options.update(zero_is_none=True, min=0)  # 0: not given (the state's value, else diffusers' default)
         if (typed_by_default and kind in WIDGET_KINDS.values() and p.default is None
-                and "widget_default" not in options and not options.get("empty_is_none")):
+                and not options.get("empty_is_none") and not options.get("zero_is_none")):
             kind = "object"  # a value an earlier step writes (batch_size, num_inference_steps): a socket, not a widget
         specs.append(
             ParamSpec(

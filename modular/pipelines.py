@@ -202,7 +202,8 @@ def from_host_latent(pipeline, samples):
 def check_guidance(guider, state, label: str):
     """A clear error, before the loop, for a guider that guides with an unconditional (negative) prediction when
     the state holds the prompt's embeddings but no negative ones (diffusers' own loops crash deep inside the
-    model there, or run the positive twice): the text encoder step ran with a guider that needed none."""
+    model there, SDXL's, or silently run the positive twice, SD3's): the text encoder step had no negative prompt
+    where its family needs one, or ran with a guider that needed none."""
     if guider is None or getattr(guider, "num_conditions", 1) <= 1:
         return
     values = compat.state_values(state)
@@ -211,5 +212,6 @@ def check_guidance(guider, state, label: str):
     if positives and len(missing) == len(positives):
         raise LoopConfigError(
             f"{label}: the guider ({type(guider).__name__}) needs negative embeddings, but the state has "
-            f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: the text encoder step ran "
-            f"with a guider that needs none (e.g. a guidance scale of 1); give the text encoder step the same guider")
+            f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: give the text encoder step a "
+            f"negative prompt (some families encode none without one), and the guider this loop uses (one that "
+            f"needs none, e.g. with a guidance scale of 1, encodes none)")

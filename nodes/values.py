@@ -55,14 +55,15 @@ SEED_MAX = 0xFFFFFFFF  # as diffusers' UI seed template
 def widget_entry(spec):
     """The INPUT_TYPES entry of a widget-backed spec, or None for socket-only kinds."""
     opts = dict(spec.options)
-    d = spec.default if spec.default is not None else opts.get("widget_default")
+    d = spec.default
+    zero = "0: not given (the incoming state's value, else the block's default)." if opts.get("zero_is_none") else ""
     if spec.kind == "int":
         return ("INT", {"default": _number_default(d, opts, int), "min": opts.get("min", -INT_LIMIT),
-                        "max": opts.get("max", INT_LIMIT), "step": opts.get("step", 1), "tooltip": _tooltip(spec)})
+                        "max": opts.get("max", INT_LIMIT), "step": opts.get("step", 1), "tooltip": _tooltip(spec, zero)})
     if spec.kind == "float":
         return ("FLOAT", {"default": _number_default(d, opts, float), "min": opts.get("min", -1e9),
                           "max": opts.get("max", 1e9), "step": opts.get("step", 0.01), "round": False,
-                          "tooltip": _tooltip(spec)})
+                          "tooltip": _tooltip(spec, zero)})
     if spec.kind == "bool":
         return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec)})
     if spec.kind == "str" and opts.get("choices"):
@@ -130,7 +131,8 @@ def given_values(specs, kwargs, component_specs=()) -> dict:
                 values[spec.name] = parsed
         elif spec.name in kwargs and kwargs[spec.name] is not None:
             value = kwargs[spec.name]
-            if (spec.kind == "seed" and value == -1) or (spec.options.get("empty_is_none") and value == ""):
+            if ((spec.kind == "seed" and value == -1) or (spec.options.get("empty_is_none") and value == "")
+                    or (spec.options.get("zero_is_none") and value == 0)):
                 continue  # not given
             values[spec.name] = state_value(spec, value)
     return values

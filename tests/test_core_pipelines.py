@@ -66,7 +66,7 @@ def test_diffusers_ui_templates_type_untyped_inputs():
         InputParam("batch_size", type_hint=int, required=True), InputParam("num_inference_steps", default=50)],
         templates=shipped.ui_templates(), typed_by_default=True)}
     assert specs["prompt"].kind == "str" and specs["prompt"].options["empty_is_none"] and specs["prompt"].options["multiline"]
-    assert specs["height"].kind == "int" and specs["height"].options["min"] == 64
+    assert specs["height"].kind == "int" and specs["height"].options["zero_is_none"]  # 0: the state's value
     assert specs["generator"].kind == "seed"
     assert specs["output_type"].kind == "str" and specs["num_inference_steps"].kind == "int"
     assert specs["batch_size"].kind == "object"  # an earlier step writes it: a socket, never a widget's 0

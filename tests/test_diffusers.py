@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from comfy_host import PICKLE_ONLY, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host
+from comfy_host import PICKLE_ONLY, TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host
 from conftest import REPORT
 
 require_host()
 
 SDXL = "StableDiffusionXL"
 PROMPT = "a cat"
-STEPS, SEED, SIZE = 3, 0, 64  # 64: the least height / width diffusers' UI templates allow
+STEPS, SEED, SIZE = 3, 0, 64
 TOL = 1e-5
 
 
@@ -44,9 +44,9 @@ class Chain:
     """A text-to-image pipeline of diffusers' as a chain of nodes: Load Diffusers Pipeline -> its steps, in
     `order` -> its denoise loop (`loop`, `blocks` attached) -> decode -> State To Image -> Preview Image."""
 
-    def __init__(self, info, family, before, loop, blocks=(), folder=TINY_SDXL):
+    def __init__(self, info, family, before, loop, blocks=(), folder=TINY_SDXL, negative_prompt="", after=()):
         g = self.graph = Graph()
-        self.info, self.family, self.folder = info, family, folder
+        self.info, self.family, self.folder, self.negative_prompt = info, family, folder, negative_prompt
         self.pipeline = g.node("ModularDiffusersLoader", folder=folder, dtype="float32")
         state, self.steps = None, {}
         for name, inputs in before:
@@ -54,7 +54,10 @@ class Chain:
         self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
         self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
                            **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
-        decoded = self.step("DecodeStep", state=self.loop, output_type="pt")
+        state = self.loop
+        for name, inputs in after:  # steps between the loop and the decoder (Flux unpacks its latents)
+            state = self.steps[name] = self.step(name, state=state, **inputs)
+        decoded = self.step("DecodeStep", state=state, output_type="pt")
         self.image = g.node("ModularStateToImage", state=decoded, key="images")
         self.preview = g.node("PreviewImage", images=self.image)  # what Save Image takes, too
 
@@ -69,7 +72,7 @@ class Chain:
         """max |diff| of the chain's image and diffusers' own run, shown by `self.diff`."""
         ref = self.graph.node("MLTest_DiffusersReference", folder=self.folder, prompt=PROMPT, steps=STEPS, seed=SEED,
                               height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}),
-                              scheduler=scheduler)
+                              scheduler=scheduler, negative_prompt=self.negative_prompt)
         self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
         return self
 
@@ -91,12 +94,13 @@ def SDXLChain(info, loop="ModularLoop_StableDiffusionXLDenoiseStep", blocks=(), 
     return chain
 
 
-def SD3Chain(info):
-    """SD3 (flow matching): text encoder -> text input -> prepare latents -> set timesteps -> loop."""
-    return Chain(info, "StableDiffusion3", [("TextEncoderStep", {"prompt": PROMPT}), ("TextInputStep", {}),
-                                            ("PrepareLatentsStep", LATENT_INPUTS),
+def SD3Chain(info, negative_prompt="blurry"):
+    """SD3 (flow matching): text encoder -> text input -> prepare latents -> set timesteps -> loop. (SD3 encodes
+    no negative prompt unless one is given: CFG needs it.)"""
+    return Chain(info, "StableDiffusion3", [("TextEncoderStep", {"prompt": PROMPT, "negative_prompt": negative_prompt}),
+                                            ("TextInputStep", {}), ("PrepareLatentsStep", LATENT_INPUTS),
                                             ("SetTimestepsStep", {"num_inference_steps": STEPS})],
-                 "ModularLoop_StableDiffusion3DenoiseStep", folder=TINY_SD3_PIPELINE)
+                 "ModularLoop_StableDiffusion3DenoiseStep", folder=TINY_SD3_PIPELINE, negative_prompt=negative_prompt)
 
 
 def run_error(server, graph):
@@ -145,6 +149,17 @@ def test_sdxl_node_chain_equals_diffusers_own_pipeline(server, info):
 
 def test_sd3_node_chain_equals_diffusers_own_pipeline(server, info):
     result, run = SD3Chain(info).against_diffusers().result(server)
+    assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+
+
+def test_flux_node_chain_equals_diffusers_own_pipeline(server, info):
+    # Flux: text encoder -> text input -> prepare latents -> set timesteps -> RoPE inputs -> loop -> unpack -> decode
+    chain = Chain(info, "Flux", [("TextEncoderStep", {"prompt": PROMPT}), ("TextInputStep", {}),
+                                 ("PrepareLatentsStep", LATENT_INPUTS), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
+                                 ("RoPEInputsStep", {})], "ModularLoop_FluxDenoiseStep", folder=TINY_FLUX,
+                  after=[("UnpackLatentsStep", {})])
+    result, run = chain.against_diffusers().result(server)
     assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
     assert result["max_abs_diff"] <= TOL, result
 
@@ -252,6 +267,13 @@ def test_a_guider_that_needs_negative_embeddings_given_none(server, info):
                                            **widgets(info, "ModularGuider_ClassifierFreeGuidance")))  # ... CFG 7.5 needs one
     node, msg, _ = run_error(server, chain.graph)
     assert node == chain.loop.id and "needs negative embeddings" in msg and "negative_prompt_embeds" in msg, msg
+
+
+def test_cfg_without_a_negative_prompt_on_sd3_is_named_not_run_twice(server, info):
+    # diffusers' SD3 encodes no negative without a negative prompt, then CFG silently runs the positive twice.
+    chain = SD3Chain(info, negative_prompt="")
+    node, msg, _ = run_error(server, chain.graph)
+    assert node == chain.loop.id and "needs negative embeddings" in msg and "negative prompt" in msg, msg
 
 
 def test_a_step_without_its_pipeline_says_what_to_connect(server, info):

@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 from tools.comfy_client import ComfyClient, Graph, api_to_ui  # noqa: E402
 
 PROMPT = "a photo of an astronaut riding a horse on the moon, highly detailed"
+NEGATIVE = "blurry, low quality"
 SDXL, SD3 = "StableDiffusionXL", "StableDiffusion3"
 
 
@@ -35,7 +36,7 @@ def step(g, info, family, name, **inputs):
 def sdxl(info, guider=None):
     g = Graph()
     pipe = g.node("ModularDiffusersLoader", folder="stable-diffusion-xl-base-1.0", dtype="default")
-    text = step(g, info, SDXL, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt="")
+    text = step(g, info, SDXL, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt=NEGATIVE)
     state = step(g, info, SDXL, "InputStep", state=text)
     state = step(g, info, SDXL, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=30)
     state = step(g, info, SDXL, "PrepareLatentsStep", state=state, pipeline=pipe, height=1024, width=1024, generator=0)
@@ -53,7 +54,7 @@ def sdxl(info, guider=None):
 def sd3(info):
     g = Graph()
     pipe = g.node("ModularDiffusersLoader", folder="stable-diffusion-3-medium-diffusers", dtype="default")
-    state = step(g, info, SD3, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt="")
+    state = step(g, info, SD3, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt=NEGATIVE)
     state = step(g, info, SD3, "TextInputStep", state=state)
     state = step(g, info, SD3, "PrepareLatentsStep", state=state, pipeline=pipe, height=1024, width=1024, generator=0)
     state = step(g, info, SD3, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=28)
