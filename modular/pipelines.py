@@ -115,6 +115,13 @@ class RunComponents:
         self._pipeline = pipeline
         self._given = {k: v for k, v in (given or {}).items() if v is not None}
         self._own = dict(self._given)
+        self._hooks_before = {name: hook_names(model) for name, model in self._denoisers()}
+
+    def _denoisers(self):
+        for name in DENOISERS:
+            model = getattr(self._pipeline, name, None)
+            if model is not None and hasattr(model, "modules"):
+                yield name, model
 
     def bind_state(self, state):
         """Take the run's scheduler and guider from `state` (the one this node runs on), and carry them on in it."""
@@ -140,14 +147,30 @@ class RunComponents:
         return getattr(self.__dict__["_pipeline"], name)
 
     def cleanup(self):
-        """Remove what a guider installed on the models (PAG, SLG, SEG hooks), also after a failed step."""
-        guider = self._own.get("guider")
-        if guider is None or not hasattr(guider, "cleanup_models"):
-            return
-        for name in ("unet", "transformer"):
-            model = getattr(self._pipeline, name, None)
-            if model is not None:
-                guider.cleanup_models(model)
+        """Remove the hooks put on the denoising model during this node's run (a guider's: PAG, SLG, SEG install
+        them per step and remove them themselves only when the step ends normally), also after a failed step:
+        the pipeline is shared by later runs."""
+        for name, model in self._denoisers():
+            added = hook_names(model) - self._hooks_before.get(name, set())
+            if added:
+                from diffusers.hooks import HookRegistry
+
+                registry = HookRegistry.check_if_exists_or_initialize(model)
+                for hook in added:
+                    registry.remove_hook(hook, recurse=True)
+
+
+DENOISERS = ("unet", "transformer")
+
+
+def hook_names(model) -> set:
+    """The names of the diffusers hooks (`diffusers.hooks.HookRegistry`) on `model` and its submodules."""
+    names = set()
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            names |= set(registry.hooks)
+    return names
 
 
 @dataclass(frozen=True)

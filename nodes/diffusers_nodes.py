@@ -15,6 +15,7 @@ from .values import GUIDER_TYPE, PIPELINE_TYPE, SCHEDULER_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops/diffusers"
 DTYPES = ("default", "float32", "float16", "bfloat16")
+DEVICES = ("default", "cpu")  # default: ComfyUI's device, through its model management
 MODELS_FOLDER = "diffusers"  # ComfyUI's folder for diffusers-format models (and its extra_model_paths entries)
 
 
@@ -47,15 +48,22 @@ class LoadDiffusersPipeline:
     def INPUT_TYPES(cls):
         names = list(pipeline_folders()) or ["(no pipeline in models/diffusers)"]
         return {"required": {"folder": (names, {"tooltip": "A folder of models/diffusers/."}),
-                             "dtype": (list(DTYPES), {"default": "default", "tooltip": "The weights' dtype."})}}
+                             "dtype": (list(DTYPES), {"default": "default", "tooltip": "The weights' dtype."})},
+                "optional": {"device": (list(DEVICES), {"default": "default", "tooltip": (
+                                 "default: ComfyUI's device (its model management loads the modules there when a node "
+                                 "uses them and offloads them when others need the room); cpu: always on the CPU.")})}}
 
-    def load(self, folder, dtype):
+    def load(self, folder, dtype, device="default"):
         import torch
+
+        from . import host
 
         path = pipeline_folders().get(folder)
         if path is None:
             raise LoopConfigError(f"Load Diffusers Pipeline: no pipeline folder '{folder}' in models/diffusers/")
-        return (load_pipeline(path, None if dtype == "default" else getattr(torch, dtype)),)
+        pipeline = load_pipeline(path, None if dtype == "default" else getattr(torch, dtype))
+        host.set_pipeline_device(pipeline, None if device == "default" else torch.device(device))
+        return (pipeline,)
 
 
 class GuiderConfig:

@@ -226,7 +226,7 @@ def run_components(entry, pipeline, guider, scheduler, label, blocks=()):
     host.load_components(pipeline, used)
     return RunComponents(pipeline, {"guider": guider.make() if guider is not None else None,
                                     "scheduler": scheduler.make(pipeline) if scheduler is not None else None,
-                                    "_execution_device": host.device()})
+                                    "_execution_device": host.pipeline_device(pipeline)})
 
 
 class StepNode(DeclaredNode):

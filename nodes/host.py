@@ -36,6 +36,17 @@ def device():
 
 
 PATCHERS = "_modular_loops_patchers"
+DEVICE = "_modular_loops_device"
+
+
+def set_pipeline_device(pipeline, device=None):
+    """Pin a loaded pipeline to `device` (e.g. the CPU) instead of ComfyUI's device and model management."""
+    setattr(pipeline, DEVICE, device)
+
+
+def pipeline_device(pipeline):
+    """Where a pipeline's modules run: its pinned device, else ComfyUI's."""
+    return getattr(pipeline, DEVICE, None) or device()
 
 
 def _holder(module):
@@ -70,7 +81,15 @@ def model_patchers(pipeline) -> dict:
 
 
 def load_components(pipeline, names):
-    """Load the named components of `pipeline` onto ComfyUI's device, through its model management."""
+    """Load the named components of `pipeline` onto ComfyUI's device, through its model management (a pipeline
+    pinned to a device: moved there, outside it)."""
+    pinned = getattr(pipeline, DEVICE, None)
+    if pinned is not None:
+        for name in names:
+            module = getattr(pipeline, name, None)
+            if hasattr(module, "to") and hasattr(module, "parameters"):
+                module.to(pinned)
+        return
     patchers = [p for name, p in model_patchers(pipeline).items() if name in set(names)]
     if patchers:
         comfy.model_management.load_models_gpu(patchers)

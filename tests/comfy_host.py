@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +18,8 @@ if str(ROOT) not in sys.path:
 
 from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, ui_to_api  # noqa: E402
 
-__all__ = ["ComfyServer", "Graph", "RunResult", "ValidationError", "ui_to_api", "find_comfyui", "comfy_python",
+__all__ = ["ComfyServer", "Graph", "Interrupted", "RunResult", "interrupt_at_first_step", "ValidationError", "ui_to_api",
+           "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
            "TINY_SDXL", "TINY_SD3_PIPELINE", "TINY_FLUX", "PICKLE_ONLY"]
 PACK_DIR_NAME = "modular_loops"
@@ -152,6 +154,29 @@ def start_test_server(comfy: Path, python: str, base: Path, fixtures: Path, **op
     install_blocks(server.blocks_dir, fixtures)
     install_testkit(server, fixtures)
     return server.start()
+
+
+@dataclass
+class Interrupted:
+    result: RunResult
+    seconds: float  # from POST /interrupt to the end of the run
+    steps_after: list  # progress values of the node after the one that triggered the interrupt
+
+
+def interrupt_at_first_step(server, graph, node, timeout=600) -> Interrupted:
+    """Run `graph`, press Interrupt (POST /interrupt) when `node` reports its first step, follow it to the end."""
+    import time
+
+    sent = {}
+
+    def on_message(msg, srv):
+        if msg["type"] == "progress" and msg["data"]["node"] == str(node) and "at" not in sent:
+            sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
+            srv.post("/interrupt")
+
+    result = server.run(graph, on_message=on_message, timeout=timeout)
+    stopped = time.monotonic() - sent["at"]
+    return Interrupted(result, stopped, [v for n, v, _ in result.progress if n == str(node) and v > sent["step"]])
 
 
 def install_blocks(dest: Path, fixtures: Path):

@@ -7,7 +7,6 @@ classic canvas renderer and in Nodes 2.0 (`Comfy.VueNodes.Enabled`, set in a fre
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path

@@ -150,3 +150,38 @@ def test_latents_convert_with_the_vae_scaling_and_shift():
     assert torch.allclose(from_host_latent(pipeline, host), latents)
     with pytest.raises(Exception, match="packs them"):
         to_host_latent(pipeline, torch.zeros(1, 16, 64))
+
+
+def test_a_folder_that_ships_code_is_refused_and_its_code_never_runs(tmp_path):
+    from modular.pipelines import load_pipeline
+
+    folder = make_folder(tmp_path / "code", {"_class_name": "StableDiffusionXLPipeline",
+                                             "scheduler": ["diffusers", "EulerDiscreteScheduler"]}, [])
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "EulerDiscreteScheduler"}))
+    ran = tmp_path / "ran"
+    (folder / "blocks.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
+    (folder / "modular_config.json").write_text(json.dumps({"_class_name": "MyBlocks",
+                                                            "auto_map": {"ModularPipelineBlocks": "blocks.MyBlocks"}}))
+    with pytest.raises(PipelineLoadError, match="could not make a pipeline"):
+        load_pipeline(folder)
+    assert not ran.exists()
+
+
+def test_hooks_a_run_put_on_the_model_are_removed_after_it_even_when_it_failed():
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    from modular.pipelines import hook_names
+
+    unet = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    HookRegistry.check_if_exists_or_initialize(unet[0]).register_hook(ModelHook(), "users_own")  # there before
+    pipeline = types.SimpleNamespace(unet=unet)
+    run = RunComponents(pipeline)
+    try:
+        HookRegistry.check_if_exists_or_initialize(unet[1]).register_hook(ModelHook(), "guiders_layer_skip")  # a step
+        raise RuntimeError("the step failed before the guider removed its hook")
+    except RuntimeError:
+        pass
+    finally:
+        run.cleanup()
+    assert hook_names(unet) == {"users_own"}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comfy_host import TINY_SD3, Graph, ValidationError, require_host
+from comfy_host import TINY_SD3, Graph, ValidationError, interrupt_at_first_step, require_host
 from conftest import REPORT
 
 require_host()
@@ -257,25 +257,14 @@ def test_the_step_callback_gets_what_comfyuis_samplers_give_it(server):
 
 
 def test_interrupt_stops_the_loop_within_one_step(server):
-    import time
-
     seconds = 0.3
     d = ksampler_vs_blocks("sd15", "euler", [PREDICT, STEPS["euler"], ("ModularBlock_SleepBlock", {"seconds": seconds})],
                            steps=100)
     d.graph.remove(d.builtin)
     d.show(d.loop_node)
-    sent = {}
-
-    def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == d.loop_node.id and "at" not in sent:
-            sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
-            srv.post("/interrupt")
-
-    result = server.run(d.graph, on_message=on_message, timeout=300)
-    stopped = time.monotonic() - sent["at"]
-    assert result.status == "interrupted"
-    assert len([v for node, v, _ in result.progress if node == d.loop_node.id and v > sent["step"]]) <= 1
-    REPORT.append(f"denoise loop interrupt: stopped {stopped:.2f} s after POST /interrupt (one step >= {seconds} s)")
+    run = interrupt_at_first_step(server, d.graph, d.loop_node, timeout=300)
+    assert run.result.status == "interrupted" and len(run.steps_after) <= 1, run.steps_after
+    REPORT.append(f"denoise loop interrupt: stopped {run.seconds:.2f} s after POST /interrupt (one step >= {seconds} s)")
     assert_still_serving(server)
 
 

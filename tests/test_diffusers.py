@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from comfy_host import PICKLE_ONLY, TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host
+from comfy_host import (PICKLE_ONLY, TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError,
+                        interrupt_at_first_step, require_host)
 from conftest import REPORT
 
 require_host()
@@ -164,6 +165,13 @@ def test_flux_node_chain_equals_diffusers_own_pipeline(server, info):
     assert result["max_abs_diff"] <= TOL, result
 
 
+def test_a_pipeline_pinned_to_the_cpu_gives_the_same_image(server, info):
+    chain = SDXLChain(info)
+    chain.pipeline.set(device="cpu")
+    result, _ = chain.against_diffusers().result(server)
+    assert result["max_abs_diff"] <= TOL, result
+
+
 def test_another_guider_changes_the_result_and_equals_diffusers_with_it(server, info):
     params = {"guidance_scale": 5.0, "eta": 0.5}
     chain = SDXLChain(info)
@@ -294,26 +302,15 @@ def test_a_node_of_the_wrong_type_in_the_pipeline_socket_is_a_validation_error(s
 
 
 def test_interrupt_stops_a_diffusers_loop_within_one_step(server, info):
-    import time
-
     seconds = 0.3
     sdxl = "ModularBlock_StableDiffusionXL"
     blocks = [(f"{sdxl}LoopBeforeDenoiser", {}), (f"{sdxl}LoopDenoiser", {}), (f"{sdxl}LoopAfterDenoiser", {}),
               ("ModularBlock_SleepBlock", {"seconds": seconds})]
     chain = SDXLChain(info, "ModularLoop_StableDiffusionXLDenoiseLoopWrapper", blocks)
     chain.steps["SetTimestepsStep"].set(num_inference_steps=50)
-    sent = {}
-
-    def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == chain.loop.id and "at" not in sent:
-            sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
-            srv.post("/interrupt")
-
-    run = server.run(chain.graph, on_message=on_message, timeout=600)
-    stopped = time.monotonic() - sent["at"]
-    assert run.status == "interrupted"
-    assert len([v for node, v, _ in run.progress if node == chain.loop.id and v > sent["step"]]) <= 1
-    REPORT.append(f"diffusers loop interrupt: stopped {stopped:.2f} s after POST /interrupt (one step >= {seconds} s)")
+    run = interrupt_at_first_step(server, chain.graph, chain.loop)
+    assert run.result.status == "interrupted" and len(run.steps_after) <= 1, run.steps_after
+    REPORT.append(f"diffusers loop interrupt: stopped {run.seconds:.2f} s after POST /interrupt (one step >= {seconds} s)")
 
 
 def test_a_latent_goes_to_comfyui_and_back(server, info):

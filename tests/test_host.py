@@ -5,11 +5,11 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
-from comfy_host import TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, require_host, ui_to_api
+from comfy_host import (TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, interrupt_at_first_step, require_host,
+                        ui_to_api)
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -396,20 +396,11 @@ def test_block_raising_at_step_1(server):
 def test_interrupt_stops_within_one_iteration(server):
     seconds = 0.3
     g = LoopGraph(LOOP, {"num_steps": "200"}, [(BLOCK, {"x": "0"}), ("ModularBlock_SleepBlock", {"seconds": seconds})])
-    sent = {}
-
-    def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == g.loop.id and "at" not in sent:
-            sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
-            srv.post("/interrupt")
-
-    result = server.run(g.graph, on_message=on_message)
-    stopped = time.monotonic() - sent["at"]
-    assert result.status == "interrupted"
-    steps_after = [v for node, v, _ in result.progress if node == g.loop.id and v > sent["step"]]
-    assert len(steps_after) <= 1, steps_after
-    assert stopped < 2 * seconds + 1.0
-    REPORT.append(f"interrupt: stopped {stopped:.2f} s after POST /interrupt (one step = {seconds} s)")
+    run = interrupt_at_first_step(server, g.graph, g.loop)
+    assert run.result.status == "interrupted"
+    assert len(run.steps_after) <= 1, run.steps_after
+    assert run.seconds < 2 * seconds + 1.0
+    REPORT.append(f"interrupt: stopped {run.seconds:.2f} s after POST /interrupt (one step = {seconds} s)")
     assert_still_serving(server)
 
 
