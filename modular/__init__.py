@@ -18,6 +18,8 @@ from .compat import state_values
 from .runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
 from .state import copy_state, describe
 
+PACK_VERSION = "0.1.0"  # pyproject.toml's version (a core test keeps them equal); recorded in state files
+
 __all__ = [
     "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "LoopConfigError",
     "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value",

@@ -65,6 +65,16 @@ def seeded_inputs(wrapper) -> list:
 
 
 CARRIED = "modular_loops_carried"  # attribute of a PipelineState: components of one run that travel with it
+MADE_BY = "modular_loops_made_by"  # attribute of a PipelineState: the loop, blocks and step that made it
+
+
+def made_by(state) -> dict:
+    """{"loop", "blocks", "step"} of the loop run that made `state` ({} for one no loop made)."""
+    return dict(getattr(state, MADE_BY, None) or {})
+
+
+def set_made_by(state, loop: str, blocks: list, step: int):
+    setattr(state, MADE_BY, {"loop": loop, "blocks": list(blocks), "step": step})
 
 
 def carried(state) -> dict:
@@ -90,6 +100,8 @@ def copy_state(state, copy_value) -> PipelineState:
     new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
     if getattr(state, CARRIED, None):
         setattr(new, CARRIED, {k: copy_value(v) for k, v in getattr(state, CARRIED).items()})
+    if getattr(state, MADE_BY, None):
+        setattr(new, MADE_BY, dict(getattr(state, MADE_BY)))
     return new
 
 

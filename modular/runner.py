@@ -142,6 +142,7 @@ def run_loop(
         raise
     except Exception as e:
         raise LoopError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
+    compat.set_made_by(final, wrapper_cls.__name__, [cfg.cls.__name__ for _, cfg in blocks], done_steps)
     return LoopResult(state=final, steps=done_steps, notes=notes)
 
 

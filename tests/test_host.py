@@ -404,6 +404,44 @@ def test_interrupt_stops_within_one_iteration(server):
     assert_still_serving(server)
 
 
+# --- state files --------------------------------------------------------------------------------
+
+
+def test_save_state_then_load_state_gives_the_same_values(server):
+    g = guide_graph()
+    saved = g.graph.node("ModularStateSave", state=g.loop, filename_prefix="states/test_guide", skip_unsupported=False)
+    run = server.run(g.graph)
+    assert run.status == "success", run.error
+    (name,) = run.outputs[saved.id]["text"]
+    assert re.fullmatch(r"states/test_guide_\d{5}_\.safetensors \[output\]", name), name
+    assert (server.base / "output" / name.split(" ")[0]).is_file()
+    again = Graph()
+    loaded = again.node("ModularStateLoad", state_file=name)
+    preview = again.node("PreviewAny", source=again.node("ModularStateGet", state=loaded, key="x"))
+    inspect = again.node("ModularStateInspect", state=loaded)
+    run = server.run(again)
+    assert run.status == "success", run.error
+    assert run.text(preview) == "6" and run.text(inspect) == "num_steps: int 3\nx: int 6"
+    assert name in server.object_info("ModularStateLoad")["input"]["required"]["state_file"][0]
+
+
+def test_load_state_refuses_names_outside_its_folders_and_files_that_are_not_states(server):
+    for name in ("../secret.safetensors", "/etc/passwd.safetensors", "states/x.ckpt"):
+        g = Graph()
+        g.node("ModularStateInspect", state=g.node("ModularStateLoad", state_file=name))
+        with pytest.raises(ValidationError) as err:
+            server.queue(g)
+        assert "Load State" in json.dumps(err.value.body), (name, err.value.body)
+    import shutil
+
+    shutil.copy(server.base / "models" / "checkpoints" / "tiny_sd3.safetensors", server.base / "input" / "ckpt.safetensors")
+    g = Graph()
+    g.node("ModularStateInspect", state=g.node("ModularStateLoad", state_file="ckpt.safetensors"))
+    run = server.run(g)
+    assert run.status == "error" and "not a pipeline state" in run.error["exception_message"], run.error
+    assert_still_serving(server)
+
+
 # --- discovery at start-up (restarts the server: keep last) -------------------------------------
 
 
