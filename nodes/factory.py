@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..modular import BlockConfig, LoopConfigError, compat, run_loop
+from ..modular import BlockConfig, LoopConfigError, run_loop
 from ..modular.errors import loop_where
 from ..modular.pipelines import RunComponents, check_guidance, run_step
 from ..modular.runner import NO_BLOCKS_HINT, require_blocks
@@ -159,8 +159,8 @@ class BlockSocketsNode(DeclaredNode):
     def check(cls, kwargs):
         problems = super().check(kwargs)
         attached = [k for k in kwargs if BLOCK_SOCKET.fullmatch(k)]
-        if not attached and is_shipped(cls.ENTRY) and compat.default_blocks(cls.ENTRY.cls):
-            return problems  # it runs its own blocks
+        if not attached and is_shipped(cls.ENTRY) and cls.ENTRY.shipped.default_blocks:
+            return problems  # it runs its own blocks (`block_classes`)
         try:
             require_blocks(attached, loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
         except LoopConfigError as e:
