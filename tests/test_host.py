@@ -442,6 +442,44 @@ def test_load_state_refuses_names_outside_its_folders_and_files_that_are_not_sta
     assert_still_serving(server)
 
 
+def rss_kib(pid) -> int:
+    return int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:")).split()[1])
+
+
+def test_a_hundred_loads_of_bad_files_leave_the_server_up_and_its_memory_flat(server):
+    import torch
+
+    bad = {"pickle.safetensors": None, "truncated.safetensors": None, "garbage.safetensors": b"\x00" * 4096}
+    torch.save({"x": torch.ones(8)}, server.base / "input" / "pickle.safetensors")
+    from modular import compat
+    from modular.state_files import save_state
+
+    state = compat.PipelineState()
+    state.set("latents", torch.randn(4, 64, 64))
+    whole = server.base / "input" / "whole.safetensors"
+    save_state(state, whole)
+    (server.base / "input" / "truncated.safetensors").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for name, data in bad.items():
+        if data is not None:
+            (server.base / "input" / name).write_bytes(data)
+
+    def load_all(rounds):
+        for k in range(rounds):
+            for name in bad:
+                g = Graph()
+                g.node("ModularStateInspect", state=g.node("ModularStateLoad", state_file=name))
+                run = server.run(g)
+                assert run.status == "error" and name in run.error["exception_message"], run.error
+
+    load_all(3)  # warm: imports, caches
+    before = rss_kib(server.proc.pid)
+    load_all(100 // len(bad) + 1)
+    after = rss_kib(server.proc.pid)
+    REPORT.append(f"100+ loads of bad state files: server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB")
+    assert after <= before * 1.05, (before, after)
+    assert_still_serving(server)
+
+
 # --- discovery at start-up (restarts the server: keep last) -------------------------------------
 
 
