@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import compat
 from .errors import LoopConfigError
 from .runner import BlockConfig, LoopResult, StepHooks, require_blocks, run_loop
 
@@ -34,7 +35,9 @@ class HostValues:
       it, so a host that changes how it seeds or draws its noise keeps parity with its own samplers. None:
       `torch.randn` from one generator seeded with `noise_seed` (what a plain script expects);
     - `flow_matching`: True when the model is a flow model (the second form of `latents` above);
-    - `latent_image`, `noise`: the clean starting latent and the noise it was noised with (inpainting).
+    - `latent_image`, `noise`: the clean starting latent and the noise it was noised with (inpainting);
+    - `start_step`: the first step to run (0, or the step a resumed state stopped at): steps are numbered in the
+      whole schedule `sigmas`, so a step block's history (`i > 0`, `sigmas[i - 1]`) holds across a resume.
     """
 
     latents: Any
@@ -46,6 +49,7 @@ class HostValues:
     flow_matching: bool = False
     latent_image: Any = None
     noise: Any = None
+    start_step: int = 0
 
     def as_state_values(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -57,15 +61,29 @@ class HostValues:
 
 
 HOST_VALUES = tuple(f.name for f in dataclasses.fields(HostValues))
-# The values a denoise loop's blocks find in the block state with no node giving them: the host's, and
-# `denoised`, which the prediction block writes each step. Block nodes of a denoise loop's family hide them.
-PROVIDED_IN_LOOP = HOST_VALUES + ("denoised",)
+# The values a denoise loop's blocks find in the block state with no node giving them: the host's, `denoised`,
+# which the prediction block writes each step, and `old_denoised`, DPM++ 2M's history. Block nodes of a denoise loop's family hide them.
+PROVIDED_IN_LOOP = HOST_VALUES + ("denoised", "old_denoised")
 CHECKED_OUTPUTS = ("latents", "denoised")
 DENOISE_NO_BLOCKS_HINT = "connect a prediction block and a step block"
 
 
 def is_denoise_loop(loop_input_names) -> bool:
     return {"latents", "sigmas"} <= set(loop_input_names)
+
+
+# What a denoise loop's state keeps when it leaves its host (to be saved, and resumed): not the host's callables.
+NOT_KEPT = ("denoiser", "denoiser_kwargs", "noise_sampler")
+
+
+def resumable(state):
+    """A copy of a denoise loop's final state without the host's callables (`NOT_KEPT`): what a state file holds."""
+    from .state import copy_state
+
+    kept = copy_state(state)
+    for name in NOT_KEPT:
+        compat.state_values(kept).pop(name, None)
+    return kept
 
 
 def check_sigmas(sigmas, label: str):
@@ -135,14 +153,16 @@ class DenoisePlan:
     loop_values: dict = field(default_factory=dict)
     components: dict = field(default_factory=dict)
 
-    def run(self, host: HostValues, hooks: StepHooks | None = None, device=None) -> LoopResult:
-        """Run over `host.sigmas` from `host.latents`; the result's state holds the final `latents`."""
+    def run(self, host: HostValues, hooks: StepHooks | None = None, device=None, state=None) -> LoopResult:
+        """Run over `host.sigmas` from `host.latents` (from step `host.start_step`), on a copy of `state` (a state a
+        run stopped with: a step block's history); the result's state holds the final `latents`."""
         check_sigmas(host.sigmas, self.label)
         hooks = hooks or StepHooks()
         if hooks.check_block is None:
             hooks = dataclasses.replace(hooks, check_block=check_finite)
-        return run_loop(self.wrapper_cls, self.blocks, loop_values=self.loop_values, components=self.components,
-                        hooks=hooks, device=device, label=self.label, host_values=host.as_state_values())
+        return run_loop(self.wrapper_cls, self.blocks, loop_values=self.loop_values, state=state,
+                        components=self.components, hooks=hooks, device=device, label=self.label,
+                        host_values=host.as_state_values())
 
 
 def plan_denoise(wrapper_cls, blocks: Sequence[tuple[str, BlockConfig]], loop_values: dict | None = None,

@@ -165,6 +165,8 @@ def load_state(path):
     except Exception as e:
         raise StateFileError(f"{path.name}: cannot be read as a pipeline state ({type(e).__name__}: {e})") from e
     state.kwargs_mapping = {k: list(v) for k, v in info.get("kwargs_mapping", {}).items()}
+    if info.get("loop"):
+        compat.set_made_by(state, info["loop"], info.get("blocks", []), info.get("step"))
     return state, info
 
 

@@ -17,17 +17,24 @@ import comfy.model_sampling
 import comfy.samplers
 from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
-from ..modular import LoopConfigError
+from ..modular import LoopConfigError, copy_state, state_values
+from ..modular.compat import made_by, set_made_by
 from ..modular.errors import loop_where
-from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, plan_denoise
+from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, plan_denoise, resumable
 from . import host
 from .factory import BlockSocketsNode, attached_blocks, block_sockets
+from .values import STATE_TYPE
 
 CATEGORY = "Modular Loops/sampling"
 
 
-def denoise_sampler(plan) -> comfy.samplers.KSAMPLER:
-    """A KSAMPLER whose sampler function runs the checked denoise loop `plan` (`modular.sampling.plan_denoise`)."""
+def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=None) -> comfy.samplers.KSAMPLER:
+    """A KSAMPLER whose sampler function runs the checked denoise loop `plan` (`modular.sampling.plan_denoise`).
+
+    To run part of a schedule (KSampler's start / end step): `schedule_so_far` is the whole schedule up to the end
+    step (ComfyUI hands the sampler `schedule_so_far[start_step:]`), so steps keep their numbers; `resume` is the
+    state a run stopped with (its latents, a step block's history, how many noise draws it took), which this run
+    continues exactly. The final state is left in `out["state"]`."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         # model: ComfyUI's KSamplerX0Inpaint (inpaint blending) around the guider around the model; x: the
@@ -55,15 +62,56 @@ def denoise_sampler(plan) -> comfy.samplers.KSAMPLER:
         seed = extra_args.get("seed")
         hooks = host.step_hooks(progress=lambda step, total, p: callback(p), preview=payload,
                                 step_start=step_start) if callback is not None else host.step_hooks()
+        initial = None
+        latents = x
+        drawn = 0
+        if resume is not None:  # the state's own x: ComfyUI's LATENT round trip (process_latent_in) is not exact
+            initial = on_device(resume, x)
+            latents = initial.get("latents")
+            drawn = int(initial.get("noise_draws") or 0)
+        noise = CountedNoise(host_noise_sampler(base, x, seed, flow), skip=drawn)
         values = HostValues(
-            latents=x, sigmas=sigmas, denoiser=model, denoiser_kwargs=extra_args, noise_seed=seed,
-            noise_sampler=host_noise_sampler(base, x, seed, flow), flow_matching=flow,
-            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None))
+            latents=latents, sigmas=schedule_so_far if schedule_so_far is not None else sigmas, denoiser=model,
+            denoiser_kwargs=extra_args, noise_seed=seed, noise_sampler=noise, flow_matching=flow,
+            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None),
+            start_step=start_step)
         with host.failed_block_reported():
-            result = plan.run(values, hooks, device=x.device)
+            result = plan.run(values, hooks, device=x.device, state=initial)
+        result.state.set("noise_draws", noise.count)
+        made = made_by(result.state)
+        set_made_by(result.state, made.get("loop", plan.wrapper_cls.__name__), made.get("blocks", []),
+                    start_step + result.steps)
+        if out is not None:
+            out["state"] = result.state
         return result.state.get("latents")
 
     return comfy.samplers.KSAMPLER(sample)
+
+
+class CountedNoise:
+    """A host noise sampler that counts its draws (a resumable state records them) and first skips `skip` draws (a
+    resumed run takes up the stream where the saved run left it)."""
+
+    def __init__(self, draw, skip=0):
+        self.draw, self.skip, self.count = draw, skip, skip
+
+    def __call__(self, sigma, sigma_next):
+        while self.skip:
+            self.draw(sigma, sigma_next)
+            self.skip -= 1
+        self.count += 1
+        return self.draw(sigma, sigma_next)
+
+
+def on_device(state, like):
+    """A copy of `state` with its tensors on `like`'s device (a loaded state is on the CPU)."""
+    import torch
+
+    moved = copy_state(state)
+    for name, value in state_values(moved).items():
+        if torch.is_tensor(value):
+            moved.set(name, value.to(like.device))
+    return moved
 
 
 def host_noise_sampler(base, x, seed, flow):
@@ -87,13 +135,14 @@ class DenoiseLoopNode(BlockSocketsNode):
         required, optional = cls.declared_inputs()
         return required, {**optional, **block_sockets()}
 
-    def make_sampler(self, unique_id, kwargs):
-        """The SAMPLER, its blocks checked here: before the model loads, not at step 0."""
+    def make_sampler(self, unique_id, kwargs, **options):
+        """The SAMPLER (`options`: those of `denoise_sampler`), its blocks checked here: before the model loads, not
+        at step 0."""
         given, components = self.given(kwargs)
         with host.failed_block_reported():
             plan = plan_denoise(self.ENTRY.cls, attached_blocks(kwargs), given, components,
                                 loop_where(self.ENTRY.name, unique_id))
-        return denoise_sampler(plan), plan.label
+        return denoise_sampler(plan, **options), plan.label
 
 
 class SamplerNode(DenoiseLoopNode):
@@ -116,9 +165,10 @@ class SamplerNode(DenoiseLoopNode):
 class KSamplerNode(DenoiseLoopNode):
     """The denoise loop with KSampler's inputs: model, prompts, latent, seed, steps, cfg, scheduler, denoise."""
 
-    RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("output", "denoised_output")
-    OUTPUT_TOOLTIPS = ("The denoised latent.", "The x0 prediction of the last step.")
+    RETURN_TYPES = ("LATENT", "LATENT", STATE_TYPE)
+    RETURN_NAMES = ("output", "denoised_output", "state")
+    OUTPUT_TOOLTIPS = ("The denoised latent.", "The x0 prediction of the last step.",
+                       "Where the loop stopped: save it (Save State) and resume from it (state, start_step).")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
 
@@ -139,17 +189,37 @@ class KSamplerNode(DenoiseLoopNode):
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the schedule to run; below 1 keeps part of the input (img2img)."}),
         }
-        return {"required": {**own, **required}, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+        resume = {
+            "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                   "tooltip": "The first step to run (as KSamplerAdvanced); with `state`, where it stopped."}),
+            "end_step": ("INT", {"default": 10000, "min": 0, "max": 10000, "tooltip": "Stop before this step."}),
+            "state": (STATE_TYPE, {"tooltip": "A state this loop stopped with (Load State): resume it from start_step."}),
+        }
+        return {"required": {**own, **required}, "optional": {**optional, **resume}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, unique_id=None,
-               **kwargs):
-        """KSampler's sigmas (BasicScheduler) and ComfyUI's own SamplerCustom with this loop as its SAMPLER."""
-        sampler, label = self.make_sampler(unique_id, kwargs)
+               start_step=0, end_step=10000, state=None, **kwargs):
+        """KSampler's sigmas (BasicScheduler) and ComfyUI's own SamplerCustom with this loop as its SAMPLER; steps
+        start_step .. end_step of them, continuing `state` when given."""
+        label = loop_where(self.ENTRY.name, unique_id)
         sigmas = schedule(model, scheduler, steps, denoise)
         if len(sigmas) < 2:
             raise LoopConfigError(f"{label}: zero steps: denoise {denoise} with {steps} steps leaves nothing to run")
-        out = SamplerCustom().sample(model, True, seed, cfg, positive, negative, sampler, sigmas, latent_image)
-        return (out[0], out[1])
+        end = min(end_step, len(sigmas) - 1)
+        if start_step >= end:
+            raise LoopConfigError(f"{label}: start_step {start_step} leaves no step before end_step {end} "
+                                  f"({len(sigmas) - 1} steps in all)")
+        if state is not None:
+            saved_at = made_by(state).get("step")
+            if saved_at is not None and saved_at != start_step:
+                raise LoopConfigError(f"{label}: the state stopped at step {saved_at}; set start_step to {saved_at} to "
+                                      f"resume it (it is {start_step})")
+        out = {}
+        sampler, _ = self.make_sampler(unique_id, kwargs, schedule_so_far=sigmas[: end + 1], start_step=start_step,
+                                       resume=state, out=out)
+        ran = SamplerCustom().sample(model, state is None, seed, cfg, positive, negative, sampler,
+                                     sigmas[start_step: end + 1], latent_image)
+        return (ran[0], ran[1], resumable(out["state"]))
 
 
 def schedule(model, scheduler, steps, denoise):

@@ -107,7 +107,7 @@ def test_denoise_loop_nodes_and_block_inputs(server):
     assert LOOP_K in info and LOOP_S in info
     assert "ModularLoop_DenoiseLoop" not in info  # a denoise loop runs inside a sampler, not as a state loop
     assert info[LOOP_S]["output"] == ["SAMPLER"]
-    assert info[LOOP_K]["output"] == ["LATENT", "LATENT"]
+    assert info[LOOP_K]["output"] == ["LATENT", "LATENT", "PIPELINE_STATE"]
     required = info[LOOP_K]["input"]["required"]
     for name in ("model", "seed", "steps", "cfg", "scheduler", "positive", "negative", "latent_image", "denoise"):
         assert name in required, name
@@ -359,3 +359,34 @@ def test_blocks_that_are_not_a_denoise_loop(server):
     assert len(details) == 1 and details[0].endswith(
         "DenoiseLoop: no loop blocks attached; connect a prediction block and a step block"), details
     assert_still_serving(server)
+
+
+# --- stop, save, resume ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", list(STEPS))
+def test_stop_save_load_and_resume_equals_one_run(server, sampler):
+    # 0..k, Save State, Load State, k..N == 0..N exactly: the latents, DPM++ 2M's history, the noise stream's place.
+    steps, k = 6, 3
+    d = DenoiseGraph("sd15", steps=steps)
+    g = d.graph
+    first = g.node(LOOP_K, **d.common, end_step=k,
+                   **{f"block_{n}": g.node(cls, **inputs) for n, (cls, inputs) in enumerate([PREDICT, STEPS[sampler]], 1)})
+    saved = g.node("ModularStateSave", state=first.out(2), filename_prefix=f"states/resume_{sampler}", skip_unsupported=False)
+    run = server.run(g, timeout=300)
+    assert run.status == "success", run.error
+    (name,) = run.outputs[saved.id]["text"]
+
+    d = DenoiseGraph("sd15", steps=steps)
+    g = d.graph
+    loaded = g.node("ModularStateLoad", state_file=name)
+    blocks = lambda: {f"block_{n}": g.node(cls, **inputs) for n, (cls, inputs) in enumerate([PREDICT, STEPS[sampler]], 1)}  # noqa: E731
+    whole = g.node(LOOP_K, **d.common, **blocks())
+    resumed = g.node(LOOP_K, **d.common, start_step=k, state=loaded, **blocks())
+    d.compare(whole, resumed)
+    result, _ = measured(server, d)
+    assert result["finite"] and result["max_abs_diff"] == 0, result
+
+    resumed.set(start_step=k - 1)  # a state resumed from another step than it stopped at
+    node, msg = run_error(server, d)
+    assert node == resumed.id and f"the state stopped at step {k}; set start_step to {k}" in msg, msg

@@ -58,7 +58,9 @@ class DenoiseLoop(LoopSequentialPipelineBlocks):
 
     @property
     def loop_inputs(self):
-        return [latents_param(), sigmas_param()]
+        return [latents_param(), sigmas_param(),
+                InputParam("start_step", type_hint=int, default=0,
+                           description="The step to start at (resuming a saved state): the first i.")]
 
     @property
     def loop_intermediate_outputs(self):
@@ -67,9 +69,9 @@ class DenoiseLoop(LoopSequentialPipelineBlocks):
     @torch.no_grad()
     def __call__(self, components, state):
         block_state = self.get_block_state(state)
-        sigmas = block_state.sigmas
-        with self.progress_bar(total=len(sigmas) - 1) as progress_bar:
-            for i in range(len(sigmas) - 1):
+        sigmas, start = block_state.sigmas, int(block_state.start_step or 0)
+        with self.progress_bar(total=len(sigmas) - 1 - start) as progress_bar:
+            for i in range(start, len(sigmas) - 1):
                 components, block_state = self.loop_step(components, block_state, i=i, t=sigmas[i])
                 progress_bar.update()
         self.set_block_state(state, block_state)
@@ -197,7 +199,9 @@ class DPMPP2MStep(ModularPipelineBlocks):
 
     @property
     def inputs(self):
-        return [latents_param(), denoised_param(), sigmas_param()]
+        return [latents_param(), denoised_param(), sigmas_param(),
+                InputParam("old_denoised", type_hint=torch.Tensor,
+                           description="x0 of the previous step: kept in the state from step to step (and in a saved one).")]
 
     @property
     def intermediate_outputs(self):
