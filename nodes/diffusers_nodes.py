@@ -8,9 +8,10 @@ import inspect
 import json
 import os
 
-from ..modular import LoopConfigError, copy_state, state_values
+from ..modular import NOT_GIVEN, LoopConfigError, copy_state, parse_json_widget
 from ..modular.pipelines import INDEX_FILES, from_host_latent, load_pipeline, to_host_latent
 from ..modular.shipped import scan_guiders
+from .state_nodes import value_named
 from .values import GUIDER_TYPE, PIPELINE_TYPE, SCHEDULER_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops/diffusers"
@@ -113,12 +114,12 @@ class GuiderNode:
         for p in self.parameters():
             value = kwargs.get(p.name)
             if isinstance(value, str) and not isinstance(p.default, str):
-                if not value.strip():
-                    continue
                 try:
-                    value = json.loads(value)
+                    value = parse_json_widget(value)
                 except ValueError as e:
                     raise LoopConfigError(f"{self.GUIDER.name}: {p.name} is not valid JSON ({e})") from e
+                if value is NOT_GIVEN:
+                    continue
             params[p.name] = value
         config = GuiderConfig(self.GUIDER.load(), params)
         config.make()  # a bad parameter is this node's error, now, not the loop's
@@ -165,7 +166,8 @@ class DiffusersScheduler:
 
     def make(self, scheduler, options):
         try:
-            parsed = json.loads(options) if options.strip() else {}
+            parsed = parse_json_widget(options)
+            parsed = {} if parsed is NOT_GIVEN else parsed
         except ValueError as e:
             raise LoopConfigError(f"Diffusers Scheduler: options are not valid JSON ({e})") from e
         if not isinstance(parsed, dict):
@@ -199,10 +201,7 @@ class StateToImage:
         return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "images"})}}
 
     def convert(self, state, key):
-        held = state_values(state)
-        if key not in held:
-            raise KeyError(f"State To Image: the state has no value named '{key}' (it has: {', '.join(held) or 'none'})")
-        return (as_comfy_image(held[key], key),)
+        return (as_comfy_image(value_named(state, key, "State To Image"), key),)
 
 
 def as_comfy_image(images, key="images"):
@@ -234,9 +233,9 @@ class StateToLatent:
         return {"required": {"state": (STATE_TYPE,), "pipeline": (PIPELINE_TYPE,)}}
 
     def convert(self, state, pipeline):
-        latents = state_values(state).get("latents")
+        latents = value_named(state, "latents", "State To LATENT")
         if latents is None:
-            raise KeyError("State To LATENT: the state holds no 'latents'")
+            raise KeyError("State To LATENT: the state's 'latents' is empty")
         try:
             return ({"samples": to_host_latent(pipeline, latents).detach().cpu()},)
         except LoopConfigError as e:

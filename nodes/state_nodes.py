@@ -25,11 +25,15 @@ class GetStateValue:
         return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "x", "tooltip": "Name of the value."})}}
 
     def get(self, state, key):
-        held = state_values(state)
-        if key not in held:
-            keys = ", ".join(held) or "none"
-            raise KeyError(f"Get State Value: the state has no value named '{key}' (it has: {keys})")
-        return (held[key],)
+        return (value_named(state, key, "Get State Value"),)
+
+
+def value_named(state, key, node):
+    """The state's value `key`; a KeyError naming `node` and the values the state does have."""
+    held = state_values(state)
+    if key not in held:
+        raise KeyError(f"{node}: the state has no value named '{key}' (it has: {', '.join(held) or 'none'})")
+    return held[key]
 
 
 class InspectState:
