@@ -105,6 +105,19 @@ def copy_state(state, copy_value) -> PipelineState:
     return new
 
 
+def snapshot(wrapper, state, block_state, copy_value, loop: str, blocks: list, step: int) -> PipelineState:
+    """The pipeline state a loop would leave if it ended now, mid-run: `state` (what the loop was seeded with)
+    with the block state written back by diffusers' own `set_block_state`, as the wrapper does at its end. Values
+    the loop wrote are copied (`copy_value`): the loop goes on changing its own; the others are shared."""
+    now = copy_state(state, lambda v: v)
+    wrapper.set_block_state(now, block_state)
+    for key, value in now.values.items():
+        if value is not state.values.get(key):
+            now.values[key] = copy_value(value)
+    set_made_by(now, loop, blocks, step)
+    return now
+
+
 class _TotalOnlyBar:
     """Stands in for diffusers' tqdm bar: progress is reported per `loop_step`, so `update` is a no-op."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import compat
 from .errors import BlockStepError, LoopConfigError, LoopError, block_where
-from .state import ValueSource, seed_state
+from .state import ValueSource, copy_value, seed_state
 
 TOTAL_HINTS = ("num_inference_steps", "num_steps", "steps")
 
@@ -36,7 +36,9 @@ class StepHooks:
     as the step begins; `preview(step, block_state)` makes a preview that is handed to
     `progress(step, total, preview)` after each step. `total` is None when unknown.
     `check_block(block, block_state)` runs after every block and may raise: the error is reported as
-    that block's, at that step."""
+    that block's, at that step. `step_done(step, snapshot)` runs after each step (`step`: steps done in this
+    run); `snapshot()` returns the pipeline state as it would be if the loop ended there (a copy: the loop
+    goes on changing its own), which a host may keep or save."""
 
     progress: Callable[[int, int | None, Any], None] | None = None
     interrupt: Callable[[], None] | None = None
@@ -44,6 +46,7 @@ class StepHooks:
     preview: Callable[[int, Any], Any] | None = None
     passthrough: tuple = ()
     check_block: Callable[[Any, Any], None] | None = None
+    step_done: Callable[[int, Callable[[], Any]], None] | None = None
 
 
 class LoopComponents:
@@ -123,9 +126,13 @@ def run_loop(
         if hooks.step_start is not None:
             hooks.step_start(step, block_state)
 
+    made = (wrapper_cls.__name__, [cfg.cls.__name__ for _, cfg in blocks])
+
     def after_step(done, block_state):
         nonlocal done_steps
         done_steps = done
+        if hooks.step_done is not None:
+            hooks.step_done(done, lambda: compat.snapshot(wrapper, seeded, block_state, copy_value, *made, done))
         if hooks.progress is not None:
             preview = hooks.preview(done, block_state) if hooks.preview is not None else None
             hooks.progress(done, total, preview)
@@ -142,7 +149,7 @@ def run_loop(
         raise
     except Exception as e:
         raise LoopError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
-    compat.set_made_by(final, wrapper_cls.__name__, [cfg.cls.__name__ for _, cfg in blocks], done_steps)
+    compat.set_made_by(final, *made, done_steps)
     return LoopResult(state=final, steps=done_steps, notes=notes)
 
 

@@ -76,14 +76,37 @@ def is_denoise_loop(loop_input_names) -> bool:
 NOT_KEPT = ("denoiser", "denoiser_kwargs", "noise_sampler")
 
 
-def resumable(state):
-    """A copy of a denoise loop's final state without the host's callables (`NOT_KEPT`): what a state file holds."""
+def resumable(state, copy=True):
+    """A denoise loop's state without the host's callables (`NOT_KEPT`): what a state file holds. A copy, or with
+    `copy=False` the state itself, changed (one that is a copy already: a snapshot)."""
     from .state import copy_state
 
-    kept = copy_state(state)
+    kept = copy_state(state) if copy else state
     for name in NOT_KEPT:
         compat.state_values(kept).pop(name, None)
     return kept
+
+
+def continued_schedule(state, sigmas, label: str):
+    """Where a run resumes `state`, a state a denoise loop stopped with: -> (the whole schedule so far, the step it
+    stopped at). `sigmas` are the rest of the schedule, from the sigma the state stopped at (KSampler: its sigmas
+    from start_step; SamplerCustomAdvanced: SplitSigmas' low_sigmas); the whole schedule is the state's own
+    sigmas before that step, then these, so that steps keep their numbers and a step block's history holds."""
+    import torch
+
+    step = compat.made_by(state).get("step")
+    saved = compat.state_values(state).get("sigmas")
+    if not isinstance(step, int) or not torch.is_tensor(saved) or saved.ndim != 1 or not 0 < step < len(saved):
+        raise LoopConfigError(
+            f"{label}: the state to resume is not one a denoise loop stopped with (it records no step and schedule; "
+            f"save the state output of a KSampler node, or use the file its save_every writes)")
+    stopped, first = float(saved[step]), float(sigmas[0])
+    if abs(stopped - first) > 1e-5 * max(abs(stopped), 1e-3):
+        raise LoopConfigError(
+            f"{label}: the state stopped at step {step}, sigma {stopped:.6g}, but the sigmas given start at {first:.6g}: "
+            f"give the rest of the same schedule from step {step} (KSampler: the same steps, scheduler and denoise, "
+            f"start_step {step}; SamplerCustomAdvanced: SplitSigmas at step {step}, its low_sigmas)")
+    return torch.cat([saved[:step].to(device=sigmas.device, dtype=sigmas.dtype), sigmas]), step
 
 
 def check_sigmas(sigmas, label: str):

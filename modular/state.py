@@ -33,10 +33,11 @@ class ValueSource:
 
 def copy_state(state) -> "compat.PipelineState":
     """A copy whose values can be changed in place without touching `state` (node outputs are cached)."""
-    return compat.copy_state(state, _copy_value)
+    return compat.copy_state(state, copy_value)
 
 
-def _copy_value(value):
+def copy_value(value):
+    """A copy of one state value that can be changed without touching the original."""
     if hasattr(value, "clone") and hasattr(value, "detach"):
         return value.detach().clone()
     if hasattr(value, "get_state") and hasattr(value, "manual_seed"):  # a torch.Generator: the same stream, apart

@@ -93,11 +93,15 @@ def encode_state(state, skip_unsupported=False) -> tuple[dict, dict, list[str]]:
 
 
 def save_state(state, path, info: dict | None = None, skip_unsupported=False) -> list[str]:
-    """Write `state` to `path` (see the module's docstring); `info`: what made it (loop, blocks, step, version).
-    -> the names skipped. Nothing is written when it fails."""
+    """Write `state` to `path` (see the module's docstring); `info`: what made it (default: the loop, blocks and
+    step the state records, and this pack's version). -> the names skipped. Nothing is written when it fails."""
     from safetensors.torch import save_file
 
+    from . import PACK_VERSION
+
     path = Path(path)
+    if info is None:
+        info = {"pack_version": PACK_VERSION, **compat.made_by(state)}
     tensors, values, skipped = encode_state(state, skip_unsupported)
     meta = {"format": FORMAT, **(info or {}), "values": values,
             "tensors": {k: {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape)} for k, t in tensors.items()},
@@ -112,6 +116,45 @@ def save_state(state, path, info: dict | None = None, skip_unsupported=False) ->
         if os.path.exists(tmp):
             os.remove(tmp)
     return skipped
+
+
+class Autosave:
+    """Where a running loop stands, kept in one state file: written every `every` steps (numbered in the whole
+    schedule, so a resumed run keeps its numbers) and, by `finish()`, once more with the last finished step when
+    the run ends, done, interrupted or failed: an Interrupt or a crash loses at most `every` steps.
+
+    The host hands `step_done(step, snapshot)` the state after each step (`snapshot()`: a copy, made then);
+    `path()` names the file (asked at the first write); `written(step, path)` is told after each write."""
+
+    def __init__(self, every: int, path, written=None, label: str = "loop"):
+        if every < 1:
+            raise ValueError(f"{label}: save every {every} steps: it must be 1 or more")
+        self.every, self._path, self.written, self.label = every, path, written, label
+        self.last = None  # (step, state) of the last finished step
+        self.saved_step = None
+        self.file = None
+
+    def step_done(self, step: int, snapshot):
+        self.last = (step, snapshot())
+        if step % self.every == 0:
+            self.write()
+
+    def write(self):
+        step, state = self.last
+        if self.file is None:
+            self.file = Path(self._path())
+        try:
+            save_state(state, self.file)
+        except StateFileError as e:
+            raise StateFileError(f"{self.label}: saving step {step} (save_every): {e}") from e
+        self.saved_step = step
+        if self.written is not None:
+            self.written(step, self.file)
+
+    def finish(self):
+        """Write the last finished step, unless it is the one written last (after the run, however it ended)."""
+        if self.last is not None and self.saved_step != self.last[0]:
+            self.write()
 
 
 def read_info(path) -> dict:

@@ -31,6 +31,13 @@ def progress_bar_hook():
     return progress
 
 
+def tell_node(node_id, text: str):
+    """A line of text shown on the running node (ComfyUI's progress text), when there is a page to show it."""
+    server = getattr(PromptServer, "instance", None)
+    if server is not None and node_id is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(text, str(node_id), server.client_id)
+
+
 def device():
     return comfy.model_management.get_torch_device()
 

@@ -12,6 +12,8 @@ model is loaded by ComfyUI's model management on its device.
 
 from __future__ import annotations
 
+import logging
+
 import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
@@ -20,21 +22,26 @@ from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 from ..modular import LoopConfigError, copy_state, state_values
 from ..modular.compat import made_by, set_made_by
 from ..modular.errors import loop_where
-from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, plan_denoise, resumable
+from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, plan_denoise, resumable
+from ..modular.state_files import Autosave
 from . import host
 from .factory import BlockSocketsNode, attached_blocks, block_sockets
+from .state_nodes import STATES_PREFIX, new_state_file, shown_name
 from .values import STATE_TYPE
+
+log = logging.getLogger("modular_loops")
 
 CATEGORY = "Modular Loops/sampling"
 
 
-def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=None) -> comfy.samplers.KSAMPLER:
+def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=None, save=None) -> comfy.samplers.KSAMPLER:
     """A KSAMPLER whose sampler function runs the checked denoise loop `plan` (`modular.sampling.plan_denoise`).
 
     To run part of a schedule (KSampler's start / end step): `schedule_so_far` is the whole schedule up to the end
-    step (ComfyUI hands the sampler `schedule_so_far[start_step:]`), so steps keep their numbers; `resume` is the
+    step (ComfyUI hands the sampler `schedule_so_far[start_step:]`), so steps keep their numbers. `resume`: the
     state a run stopped with (its latents, a step block's history, how many noise draws it took), which this run
-    continues exactly. The final state is left in `out["state"]`."""
+    continues exactly from the sigmas it is given. `save`: (every, filename prefix, node id) to keep where the loop
+    stands in a state file (`Autosave`). The final state is left in `out["state"]`."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         # model: ComfyUI's KSamplerX0Inpaint (inpaint blending) around the guider around the model; x: the
@@ -47,45 +54,90 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
                 f"{plan.label}: the latent has {x.shape[1]} channels but the model ({type(base).__name__}) works on "
                 f"{channels}; use a latent made for this model (its VAE, or Empty Latent Image)")
 
-        step_x = {}
-
-        def step_start(i, block_state):
-            step_x[i] = block_state.latents
-
-        def payload(step, block_state):  # what ComfyUI's samplers hand their callback for step i: x before it
-            i = step - 1
-            x_i = step_x.pop(i, block_state.latents)
-            return {"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
-                    "denoised": getattr(block_state, "denoised", x_i)}
-
-        flow = isinstance(base.model_sampling, comfy.model_sampling.CONST)
-        seed = extra_args.get("seed")
-        hooks = host.step_hooks(progress=lambda step, total, p: callback(p), preview=payload,
-                                step_start=step_start) if callback is not None else host.step_hooks()
-        initial = None
-        latents = x
-        drawn = 0
+        initial, latents, drawn = None, x, 0
+        whole, first = (schedule_so_far if schedule_so_far is not None else sigmas), start_step
         if resume is not None:  # the state's own x: ComfyUI's LATENT round trip (process_latent_in) is not exact
+            whole, first = continued_schedule(resume, sigmas, plan.label)
             initial = on_device(resume, x)
             latents = initial.get("latents")
+            if getattr(latents, "shape", None) != x.shape:
+                raise LoopConfigError(f"{plan.label}: the state's latents are {tuple(getattr(latents, 'shape', ()))}, "
+                                      f"the latent given is {tuple(x.shape)}: resume with a latent of the same size")
             drawn = int(initial.get("noise_draws") or 0)
-        noise = CountedNoise(host_noise_sampler(base, x, seed, flow), skip=drawn)
+        noise = CountedNoise(host_noise_sampler(base, x, extra_args.get("seed"), flow := is_flow(base)), skip=drawn)
+
+        def kept(state, step, copy=True):  # what a state file holds of the state at `step`
+            state = resumable(state, copy)
+            state.set("noise_draws", noise.count)
+            made = made_by(state)
+            set_made_by(state, made.get("loop", plan.wrapper_cls.__name__), made.get("blocks", []), step)
+            return state
+
+        autosave = None
+        if save is not None:
+            every, prefix, node = save
+            autosave = Autosave(every, lambda: new_state_file(prefix)[0], label=plan.label,
+                                written=lambda step, path: host.tell_node(node, f"step {step} saved: {shown_name(path)}"))
+        callbacks = denoise_callbacks(sigmas, callback)
+        if autosave is not None:
+            callbacks["step_done"] = lambda done, snapshot: autosave.step_done(
+                first + done, lambda: kept(snapshot(), first + done, copy=False))
+        hooks = host.step_hooks(**callbacks)
         values = HostValues(
-            latents=latents, sigmas=schedule_so_far if schedule_so_far is not None else sigmas, denoiser=model,
-            denoiser_kwargs=extra_args, noise_seed=seed, noise_sampler=noise, flow_matching=flow,
-            latent_image=getattr(model, "latent_image", None), noise=getattr(model, "noise", None),
-            start_step=start_step)
-        with host.failed_block_reported():
-            result = plan.run(values, hooks, device=x.device, state=initial)
-        result.state.set("noise_draws", noise.count)
-        made = made_by(result.state)
-        set_made_by(result.state, made.get("loop", plan.wrapper_cls.__name__), made.get("blocks", []),
-                    start_step + result.steps)
+            latents=latents, sigmas=whole, denoiser=model, denoiser_kwargs=extra_args, noise_seed=extra_args.get("seed"),
+            noise_sampler=noise, flow_matching=flow, latent_image=getattr(model, "latent_image", None),
+            noise=getattr(model, "noise", None), start_step=first)
+        try:
+            with host.failed_block_reported():
+                result = plan.run(values, hooks, device=x.device, state=initial)
+        except BaseException:
+            if autosave is not None:  # Interrupt or an error: the last finished step, kept
+                saved_last(autosave, plan.label)
+            raise
+        final = kept(result.state, first + result.steps)
+        if autosave is not None:
+            autosave.finish()
         if out is not None:
-            out["state"] = result.state
+            out["state"] = final
         return result.state.get("latents")
 
     return comfy.samplers.KSAMPLER(sample)
+
+
+def denoise_callbacks(sigmas, callback):
+    """The step hooks that feed ComfyUI's sampler callback (progress bar, x0 previews) what its own samplers give it
+    for step i: x before the step, sigma, the x0 prediction; none without a callback."""
+    if callback is None:
+        return {}
+    step_x = {}
+
+    def step_start(i, block_state):
+        step_x[i] = block_state.latents
+
+    def payload(step, block_state):
+        i = step - 1
+        x_i = step_x.pop(i, block_state.latents)
+        return {"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
+                "denoised": getattr(block_state, "denoised", x_i)}
+
+    return {"progress": lambda step, total, p: callback(p), "preview": payload, "step_start": step_start}
+
+
+def saved_last(autosave, label):
+    """After an Interrupt or an error: write the last finished step; a failure to write is logged, not raised (the
+    run's own error is the one to report)."""
+    try:
+        autosave.finish()
+    except Exception as e:  # noqa: BLE001
+        log.error("[Modular Loops] %s: could not save the last finished step: %s", label, e)
+    else:
+        if autosave.file is not None:
+            log.warning("[Modular Loops] %s: stopped; step %s is saved in %s (Load State, then resume from it)",
+                        label, autosave.saved_step, shown_name(autosave.file))
+
+
+def is_flow(base) -> bool:
+    return isinstance(base.model_sampling, comfy.model_sampling.CONST)
 
 
 class CountedNoise:
@@ -135,9 +187,23 @@ class DenoiseLoopNode(BlockSocketsNode):
         required, optional = cls.declared_inputs()
         return required, {**optional, **block_sockets()}
 
-    def make_sampler(self, unique_id, kwargs, **options):
+    @staticmethod
+    def save_inputs():
+        """The inputs that keep where the loop stands in a state file while it runs (both nodes)."""
+        return {
+            "save_every": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": (
+                "0: off. Every N steps, write where the loop stands to a state file in the output folder, and once "
+                "more when the loop stops (at its end, on Interrupt, on an error) with the last finished step: an "
+                "Interrupt or a crash loses at most N steps. Resume it with Load State.")}),
+            "save_prefix": ("STRING", {"default": f"{STATES_PREFIX}_autosave",
+                                       "tooltip": "Folder and name of the file inside the output folder (one file per run)."}),
+        }
+
+    def make_sampler(self, unique_id, kwargs, save_every=0, save_prefix=None, **options):
         """The SAMPLER (`options`: those of `denoise_sampler`), its blocks checked here: before the model loads, not
         at step 0."""
+        if save_every:
+            options["save"] = (save_every, save_prefix or f"{STATES_PREFIX}_autosave", unique_id)
         given, components = self.given(kwargs)
         with host.failed_block_reported():
             plan = plan_denoise(self.ENTRY.cls, attached_blocks(kwargs), given, components,
@@ -156,10 +222,15 @@ class SamplerNode(DenoiseLoopNode):
     @classmethod
     def INPUT_TYPES(cls):
         required, optional = cls.loop_inputs()
-        return {"required": required, "optional": optional, "hidden": {"unique_id": "UNIQUE_ID"}}
+        resume = {"state": (STATE_TYPE, {"tooltip": (
+            "A state this loop stopped with (Load State of its save_every file): resume it. Give the rest of the same "
+            "schedule: SplitSigmas at the step it stopped at, its low_sigmas. The same noise seed continues the run "
+            "exactly; another seed branches a variation.")})}
+        return {"required": required, "optional": {**optional, **cls.save_inputs(), **resume},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def build(self, unique_id=None, **kwargs):
-        return (self.make_sampler(unique_id, kwargs)[0],)
+    def build(self, unique_id=None, state=None, save_every=0, save_prefix=None, **kwargs):
+        return (self.make_sampler(unique_id, kwargs, save_every, save_prefix, resume=state)[0],)
 
 
 class KSamplerNode(DenoiseLoopNode):
@@ -193,12 +264,15 @@ class KSamplerNode(DenoiseLoopNode):
             "start_step": ("INT", {"default": 0, "min": 0, "max": 10000,
                                    "tooltip": "The first step to run (as KSamplerAdvanced); with `state`, where it stopped."}),
             "end_step": ("INT", {"default": 10000, "min": 0, "max": 10000, "tooltip": "Stop before this step."}),
-            "state": (STATE_TYPE, {"tooltip": "A state this loop stopped with (Load State): resume it from start_step."}),
+            "state": (STATE_TYPE, {"tooltip": (
+                "A state this loop stopped with (its state output, or Load State): resume it from start_step. The same "
+                "seed continues the run exactly; another seed branches a variation.")}),
         }
-        return {"required": {**own, **required}, "optional": {**optional, **resume}, "hidden": {"unique_id": "UNIQUE_ID"}}
+        return {"required": {**own, **required}, "optional": {**optional, **resume, **cls.save_inputs()},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, unique_id=None,
-               start_step=0, end_step=10000, state=None, **kwargs):
+               start_step=0, end_step=10000, state=None, save_every=0, save_prefix=None, **kwargs):
         """KSampler's sigmas (BasicScheduler) and ComfyUI's own SamplerCustom with this loop as its SAMPLER; steps
         start_step .. end_step of them, continuing `state` when given."""
         label = loop_where(self.ENTRY.name, unique_id)
@@ -215,8 +289,8 @@ class KSamplerNode(DenoiseLoopNode):
                 raise LoopConfigError(f"{label}: the state stopped at step {saved_at}; set start_step to {saved_at} to "
                                       f"resume it (it is {start_step})")
         out = {}
-        sampler, _ = self.make_sampler(unique_id, kwargs, schedule_so_far=sigmas[: end + 1], start_step=start_step,
-                                       resume=state, out=out)
+        sampler, _ = self.make_sampler(unique_id, kwargs, save_every, save_prefix, schedule_so_far=sigmas[: end + 1],
+                                       start_step=start_step, resume=state, out=out)
         ran = SamplerCustom().sample(model, state is None, seed, cfg, positive, negative, sampler,
                                      sigmas[start_step: end + 1], latent_image)
         return (ran[0], ran[1], resumable(out["state"]))

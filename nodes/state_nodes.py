@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 
-from ..modular import PACK_VERSION, describe, state_values
-from ..modular.compat import made_by
+from ..modular import describe, state_values
 from ..modular.state_files import SUFFIX, StateFileError, confined, load_state, read_info, save_state
+from . import host
 from .factory import CATEGORY
 from .values import ANY, STATE_TYPE
 
@@ -78,23 +78,37 @@ class SaveState:
                              "filename_prefix": ("STRING", {"default": STATES_PREFIX,
                                                             "tooltip": "Folder and name inside the output folder."}),
                              "skip_unsupported": ("BOOLEAN", {"default": False, "tooltip": (
-                                 "Leave out values a state file cannot hold (listed in the log) instead of failing.")})}}
+                                 "Leave out values a state file cannot hold (listed in the log) instead of failing.")})},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def save(self, state, filename_prefix, skip_unsupported):
-        import folder_paths
-
-        out = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out)
-        filename = f"{name}_{counter:05}_{SUFFIX}"
-        info = {"pack_version": PACK_VERSION, **made_by(state)}
+    def save(self, state, filename_prefix, skip_unsupported, unique_id=None):
+        path, shown = new_state_file(filename_prefix)
         try:
-            skipped = save_state(state, os.path.join(folder, filename), info, skip_unsupported)
+            skipped = save_state(state, path, skip_unsupported=skip_unsupported)
         except StateFileError as e:
             raise StateFileError(f"Save State: {e}") from e
         if skipped:
             log.warning("[Modular Loops] Save State: left out %s", ", ".join(skipped))
-        shown = os.path.join(subfolder, filename) if subfolder else filename
-        return {"ui": {"text": [f"{shown} [output]"]}, "result": (f"{shown} [output]",)}
+        host.tell_node(unique_id, f"saved: {shown}")
+        return {"ui": {"text": [shown]}, "result": (shown,)}
+
+
+def new_state_file(prefix: str) -> tuple[str, str]:
+    """(path, name as Load State lists it) of a new state file in ComfyUI's output folder, numbered like Save Image
+    numbers its images (`prefix` may name a subfolder; ComfyUI refuses one that leads out of the folder)."""
+    import folder_paths
+
+    folder, name, counter, _, _ = folder_paths.get_save_image_path(prefix, folder_paths.get_output_directory())
+    path = os.path.join(folder, f"{name}_{counter:05}_{SUFFIX}")
+    return path, shown_name(path)
+
+
+def shown_name(path) -> str:
+    """A file of the output folder named as Load State lists it: `<path in the folder> [output]`."""
+    import folder_paths
+
+    rel = os.path.relpath(str(path), folder_paths.get_output_directory()).replace(os.sep, "/")
+    return f"{rel} [output]"
 
 
 def state_files() -> list[str]:

@@ -390,3 +390,97 @@ def test_stop_save_load_and_resume_equals_one_run(server, sampler):
     resumed.set(start_step=k - 1)  # a state resumed from another step than it stopped at
     node, msg = run_error(server, d)
     assert node == resumed.id and f"the state stopped at step {k}; set start_step to {k}" in msg, msg
+
+
+def autosaved_files(server, prefix):
+    """The state files a run's save_every wrote under output/states/ with `prefix`, newest last, as Load State
+    names them."""
+    folder = server.base / "output" / "states"
+    found = sorted(folder.glob(f"{prefix}_*.safetensors"), key=lambda p: p.stat().st_mtime_ns)
+    return [f"states/{p.name} [output]" for p in found], found
+
+
+def interrupt_after(server, graph, node, steps, timeout=300):
+    """Run `graph`, press Interrupt when `node` reports `steps` steps done; -> the run's result."""
+    sent = {}
+
+    def on_message(msg, srv):
+        if msg["type"] == "progress" and msg["data"]["node"] == str(node) and msg["data"]["value"] >= steps and not sent:
+            sent["at"] = msg["data"]["value"]
+            srv.post("/interrupt")
+
+    return server.run(graph, on_message=on_message, timeout=timeout)
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m"])
+def test_save_every_and_interrupt_leave_a_file_that_resumes_to_the_uninterrupted_result(server, sampler):
+    # save_every 3 on 8 steps, Interrupt after step 4: the file holds the last finished step (4 or later: where the
+    # Interrupt landed), and Load State + resume from it gives exactly the uninterrupted run.
+    from modular.state_files import read_info
+
+    steps, prefix = 8, f"auto_{sampler}"
+    blocks = [PREDICT, STEPS[sampler], ("ModularBlock_SleepBlock", {"seconds": 0.15})]
+    d = DenoiseGraph("sd15", steps=steps)
+    d.loop(LOOP_K, {**d.common, "save_every": 3, "save_prefix": f"states/{prefix}"}, blocks)
+    d.show(d.loop_node)
+    run = interrupt_after(server, d.graph, d.loop_node, 4)
+    assert run.status == "interrupted", run.status
+    names, paths = autosaved_files(server, prefix)
+    assert len(names) == 1, names  # one file per run, replaced as the run goes on
+    stopped = read_info(paths[-1])["step"]
+    assert 4 <= stopped < steps, stopped
+
+    d = DenoiseGraph("sd15", steps=steps)
+    g = d.graph
+    attach = lambda: {f"block_{n}": g.node(cls, **inputs) for n, (cls, inputs) in enumerate(blocks[:2], 1)}  # noqa: E731
+    whole = g.node(LOOP_K, **d.common, **attach())
+    resumed = g.node(LOOP_K, **d.common, start_step=stopped, state=g.node("ModularStateLoad", state_file=names[-1]),
+                     **attach())
+    d.compare(whole, resumed)
+    result, _ = measured(server, d)
+    assert result["finite"] and result["max_abs_diff"] == 0, result
+    REPORT.append(f"save_every 3 + Interrupt after step 4 ({sampler}): file at step {stopped}, resumed max |diff| 0")
+
+
+def test_save_every_writes_every_n_steps_and_a_failed_run_keeps_its_last_finished_step(server):
+    # A NaN at a step fails the run there; with save_every the file holds the step before it, named in the log.
+    from modular.state_files import read_info
+
+    d = ksampler_vs_blocks("sd15", "euler", [PREDICT, STEPS["euler"]], steps=6)
+    d.loop_node.set(model=d.graph.node("MLTest_NaNBelow", model=d.model, sigma=2.0), save_every=1,
+                    save_prefix="states/failed_run")
+    node, msg = run_error(server, d)
+    failed_at = int(msg.split("failed at step ")[1].split()[0].strip(":,"))
+    names, paths = autosaved_files(server, "failed_run")
+    assert failed_at > 0 and len(paths) == 1 and read_info(paths[0])["step"] == failed_at, (msg, names)
+    assert f"step {failed_at} is saved in {names[0]}" in (server.base / "comfyui.log").read_text()
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m"])
+def test_the_sampler_node_resumes_a_state_from_the_rest_of_the_schedule(server, sampler):
+    # SamplerCustomAdvanced: the first k sigmas (SplitSigmas' high_sigmas) with save_every on writes the state at
+    # step k; the loop's SAMPLER given that state resumes on the low_sigmas, equal to one run over all of them.
+    steps, k, prefix = 6, 3, f"split_{sampler}"
+    d = custom_advanced("sd15", sampler, [STEPS[sampler]], steps=steps)
+    g = d.graph
+    split = g.node("SplitSigmas", sigmas=d.sigmas, step=k)
+    d.loop_node.set(save_every=100, save_prefix=f"states/{prefix}")
+    d.ours.set(sigmas=split.out(0))
+    d.show(d.ours)
+    result = server.run(g, timeout=300)
+    assert result.status == "success", result.error
+    names, _ = autosaved_files(server, prefix)
+
+    d = custom_advanced("sd15", sampler, [STEPS[sampler]], steps=steps)  # builtin: the loop over all the sigmas
+    g = d.graph
+    d.builtin.set(sampler=g.node(LOOP_S, block_1=g.node(PREDICT[0], **PREDICT[1]), block_2=g.node(STEPS[sampler][0], **STEPS[sampler][1])))
+    split = g.node("SplitSigmas", sigmas=d.sigmas, step=k)
+    d.loop_node.set(state=g.node("ModularStateLoad", state_file=names[-1]))
+    d.ours.set(sigmas=split.out(1))
+    result, _ = measured(server, d)
+    assert result["finite"] and result["max_abs_diff"] == 0, result
+
+    d.ours.set(sigmas=d.sigmas)  # the whole schedule again: not where the state stopped
+    node, msg = run_error(server, d)
+    assert f"the state stopped at step {k}" in msg and "SplitSigmas at step 3, its low_sigmas" in msg, msg
