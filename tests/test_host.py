@@ -211,10 +211,13 @@ def test_example_workflows_are_templates_and_run(server):
     assert "guide_loop" in examples
     assert sorted(server.get("/api/workflow_templates")["modular_loops"]) == examples
     info = server.object_info()
-    for name in examples:
+    saved_state = None
+    # The example that resumes from a state file runs after the one that writes it.
+    for name in sorted(examples, key=lambda n: n == "denoise_resume_from_file"):
         workflow = server.get(f"/api/workflow_templates/modular_loops/{name}.json")
         prompt = ui_to_api(workflow, info)
-        missing = {"CheckpointLoaderSimple": "ckpt_name", "ModularDiffusersLoader": "folder"}
+        missing = {"CheckpointLoaderSimple": "ckpt_name", "ModularDiffusersLoader": "folder",
+                   "ModularStateLoad": "state_file"}
         needs = {missing[n["class_type"]] for n in prompt.values() if n["class_type"] in missing}
         if needs:
             # Written for a model the tests do not have (an SD1.5 checkpoint, a diffusers folder): everything
@@ -224,9 +227,13 @@ def test_example_workflows_are_templates_and_run(server):
             problems = [e for n in err.value.body["node_errors"].values() for e in n["errors"]]
             assert problems and all(e["extra_info"]["input_name"] in needs for e in problems), (name, problems)
             # ... and it runs with the models swapped for tiny test stand-ins.
-            prompt = with_test_models(prompt)
+            prompt = with_test_models(prompt, saved_state)
         result = server.run(prompt, timeout=300)
         assert result.status == "success", (name, result.error)
+        saves = [result.outputs[k]["text"][0] for k, n in prompt.items() if n["class_type"] == "ModularStateSave"]
+        saved_state = saves[0] if saves else saved_state
+        if name == "denoise_stop_and_save":
+            assert saved_state and saved_state.endswith(".safetensors [output]"), result.outputs
         if name == "guide_loop":
             preview = next(n["id"] for n in workflow["nodes"] if n["type"] == "PreviewAny")
             assert result.text(preview) == "6"
@@ -238,10 +245,11 @@ def test_example_workflows_are_templates_and_run(server):
             assert checks and all(c["finite"] and c["shape"][1] == 4 for c in checks), (name, checks)
 
 
-def with_test_models(prompt):
+def with_test_models(prompt, state_file=None):
     """The SD1.5 examples with a tiny in-process SD1.5 model, random conditioning, no VAE, 64 x 64 and 4
-    steps: the latent that went to VAE Decode is checked (finite, SD1.5's 4 channels) instead. The diffusers
-    examples with the tiny pipeline of their family, 64 x 64 and 2 steps."""
+    steps (a stop / resume at step 2): the latent that went to VAE Decode is checked (finite, SD1.5's 4 channels)
+    instead; Load State loads `state_file`. The diffusers examples with the tiny pipeline of their family, 64 x 64
+    and 2 steps."""
     out = {}
     diffusers = any(n["class_type"] == "ModularDiffusersLoader" for n in prompt.values())
     for nid, node in prompt.items():
@@ -269,6 +277,12 @@ def with_test_models(prompt):
                 node["inputs"].update(width=64, height=64)
             if "steps" in inputs:
                 node["inputs"]["steps"] = 4
+            if inputs.get("start_step"):
+                node["inputs"]["start_step"] = 2
+            if inputs.get("end_step", 10000) < 10000:
+                node["inputs"]["end_step"] = 2
+            if cls == "ModularStateLoad" and state_file:
+                node["inputs"]["state_file"] = state_file
     return out
 
 

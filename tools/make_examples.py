@@ -1,0 +1,179 @@
+"""Writes the example workflows built here (example_workflows/diffusers_*.json, and the two that stop a loop and
+resume it from its state file) with the node definitions of a running ComfyUI that has the pack (for the widget
+order): a developer's tool, not shipped.
+
+    python tools/make_examples.py --url http://127.0.0.1:8188 [name ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.comfy_client import ComfyClient, Graph, api_to_ui  # noqa: E402
+
+PROMPT = "a photo of an astronaut riding a horse on the moon, highly detailed"
+NEGATIVE = "blurry, low quality"
+SDXL, SD3 = "StableDiffusionXL", "StableDiffusion3"
+
+
+def defaults(info, cls, **inputs):
+    """The node's required widget defaults, with `inputs` on top."""
+    required = info[cls]["input"].get("required", {})
+    return {**{k: (v[1].get("default", v[0][0] if isinstance(v[0], list) else None) if len(v) > 1 else None)
+               for k, v in required.items()}, **inputs}
+
+
+def step(g, info, family, name, **inputs):
+    cls = f"ModularStep_{family}{name}"
+    return g.node(cls, **defaults(info, cls, **inputs))
+
+
+def sdxl(info, guider=None):
+    g = Graph()
+    pipe = g.node("ModularDiffusersLoader", folder="stable-diffusion-xl-base-1.0", dtype="default")
+    text = step(g, info, SDXL, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt=NEGATIVE)
+    state = step(g, info, SDXL, "InputStep", state=text)
+    state = step(g, info, SDXL, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=30)
+    state = step(g, info, SDXL, "PrepareLatentsStep", state=state, pipeline=pipe, height=1024, width=1024, generator=0)
+    state = step(g, info, SDXL, "PrepareAdditionalConditioningStep", state=state, pipeline=pipe)
+    loop_cls = "ModularLoop_StableDiffusionXLDenoiseStep"
+    loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe)
+    if guider:
+        loop.set(guider=g.node(guider, **defaults(info, guider)))
+    decoded = step(g, info, SDXL, "DecodeStep", state=loop, pipeline=pipe, output_type="pt")
+    image = g.node("ModularStateToImage", state=decoded, key="images")
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_sdxl")
+    return g
+
+
+def sd3(info):
+    g = Graph()
+    pipe = g.node("ModularDiffusersLoader", folder="stable-diffusion-3-medium-diffusers", dtype="default")
+    state = step(g, info, SD3, "TextEncoderStep", pipeline=pipe, prompt=PROMPT, negative_prompt=NEGATIVE)
+    state = step(g, info, SD3, "TextInputStep", state=state)
+    state = step(g, info, SD3, "PrepareLatentsStep", state=state, pipeline=pipe, height=1024, width=1024, generator=0)
+    state = step(g, info, SD3, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=28)
+    loop_cls = "ModularLoop_StableDiffusion3DenoiseStep"
+    loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe)
+    decoded = step(g, info, SD3, "DecodeStep", state=loop, pipeline=pipe, output_type="pt")
+    image = g.node("ModularStateToImage", state=decoded, key="images")
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_sd3")
+    return g
+
+
+SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
+STOP_AT, STEPS, SEED = 10, 20, 156680208700286
+STATE_PREFIX = "states/modular_loops_step10"
+
+
+def sd15_loop(g, **inputs):
+    """An SD1.5 checkpoint, two prompts, an empty latent and the DPM++ 2M denoise loop (KSampler node) on them."""
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=SD15)
+    positive = g.node("CLIPTextEncode", text="a lighthouse on a cliff at dawn, oil painting", clip=ckpt.out(1))
+    negative = g.node("CLIPTextEncode", text="text, watermark", clip=ckpt.out(1))
+    latent = g.node("EmptyLatentImage", width=512, height=512, batch_size=1)
+    blocks = {"block_1": g.node("ModularBlock_PredictDenoised"), "block_2": g.node("ModularBlock_DPMPP2MStep")}
+    loop = g.node("ModularKSampler_DenoiseLoop", model=ckpt.out(0), seed=SEED, steps=STEPS, cfg=7.0, scheduler="karras",
+                  positive=positive, negative=negative, latent_image=latent, denoise=1.0, **blocks,
+                  **{"start_step": 0, "end_step": 10000, "save_every": 0, "save_prefix": "states/modular_loops_autosave",
+                     **inputs})
+    return ckpt, loop
+
+
+def stop_and_save(info):
+    """Steps 0 .. 10 of 20, the state saved (Save State) and the half-done image saved beside it."""
+    g = Graph()
+    ckpt, loop = sd15_loop(g, end_step=STOP_AT)
+    g.node("ModularStateSave", state=loop.out(2), filename_prefix=STATE_PREFIX, skip_unsupported=False)
+    g.node("SaveImage", images=g.node("VAEDecode", samples=loop.out(0), vae=ckpt.out(2)), filename_prefix="ModularLoops_step10")
+    return g
+
+
+def resume_from_file(info):
+    """The state file of `stop_and_save` loaded (Load State) and steps 10 .. 20 run from it: the same image as one run
+    of 20 steps."""
+    g = Graph()
+    state = g.node("ModularStateLoad", state_file=f"{STATE_PREFIX}_00001_.safetensors [output]")
+    ckpt, loop = sd15_loop(g, start_step=STOP_AT)
+    loop.set(state=state)
+    g.node("SaveImage", images=g.node("VAEDecode", samples=loop.out(0), vae=ckpt.out(2)), filename_prefix="ModularLoops_resumed")
+    return g
+
+
+def layout(g):
+    """Left to right in graph order, two rows: the loader and steps on top, the loop and what follows below."""
+    positions, x, row = {}, 40, 0
+    for nid, node in g.nodes.items():
+        if node.class_type.startswith(("ModularLoop_", "ModularKSampler_")):
+            x, row = 40, 1
+        positions[nid] = [x, 60 + 500 * row]
+        x += 400
+    return positions
+
+
+# The SD1.5 examples' layout (as denoise_txt2img's): the checkpoint, prompts, latent and blocks left, the loop in
+# the middle, what follows it right; {class: [x, y]} (a second node of a class: the second position).
+SD15_LAYOUT = {"CheckpointLoaderSimple": [[40, 300]], "CLIPTextEncode": [[420, 120], [420, 380]],
+               "EmptyLatentImage": [[420, 620]], "ModularBlock_PredictDenoised": [[420, 800]],
+               "ModularBlock_DPMPP2MStep": [[420, 900]], "ModularStateLoad": [[880, 20]],
+               "ModularKSampler_DenoiseLoop": [[880, 200]], "ModularStateSave": [[1260, 460]],
+               "VAEDecode": [[1260, 200]], "SaveImage": [[1480, 200]]}
+
+
+SD15_SIZES = {"CheckpointLoaderSimple": [270, 98], "CLIPTextEncode": [400, 200], "EmptyLatentImage": [270, 106],
+              "ModularBlock_PredictDenoised": [270, 26], "ModularBlock_DPMPP2MStep": [270, 26],
+              "ModularKSampler_DenoiseLoop": [300, 414], "ModularStateSave": [300, 82], "ModularStateLoad": [300, 58],
+              "VAEDecode": [150, 46], "SaveImage": [270, 58]}
+
+
+def sd15_layout(g):
+    placed, seen = {}, {}
+    for nid, node in g.nodes.items():
+        n = seen[node.class_type] = seen.get(node.class_type, -1) + 1
+        placed[nid] = SD15_LAYOUT[node.class_type][n]
+    return placed
+
+
+def sized(workflow):
+    """The SD1.5 examples' nodes sized as the frontend lays them out (text boxes wider)."""
+    for node in workflow["nodes"]:
+        node["size"] = list(SD15_SIZES.get(node["type"], node["size"]))
+    return workflow
+
+
+EXAMPLES = {
+    "diffusers_sdxl_txt2img": lambda info: sdxl(info),
+    "diffusers_sdxl_guider": lambda info: sdxl(info, "ModularGuider_AdaptiveProjectedGuidance"),
+    "diffusers_sd3_txt2img": sd3,
+    "denoise_stop_and_save": stop_and_save,
+    "denoise_resume_from_file": resume_from_file,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8188")
+    parser.add_argument("--out", default=str(ROOT / "example_workflows"))
+    parser.add_argument("names", nargs="*", help="only these examples (default: all)")
+    args = parser.parse_args()
+    info = ComfyClient(args.url).object_info()
+    for name, build in EXAMPLES.items():
+        if args.names and name not in args.names:
+            continue
+        g = build(info)
+        if name.startswith("denoise_"):
+            workflow = sized(api_to_ui(g, info, positions=sd15_layout(g)))
+        else:
+            workflow = api_to_ui(g, info, positions=layout(g))
+        Path(args.out, f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+        print(f"wrote {name}.json ({len(g.nodes)} nodes)")
+
+
+if __name__ == "__main__":
+    main()
