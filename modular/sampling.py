@@ -77,14 +77,15 @@ NOT_KEPT = ("denoiser", "denoiser_kwargs", "noise_sampler")
 
 
 def resumable(state, copy=True):
-    """A denoise loop's state without the host's callables (`NOT_KEPT`): what a state file holds. A copy, or with
-    `copy=False` the state itself, changed (one that is a copy already: a snapshot)."""
+    """A denoise loop's state without the host's callables (`NOT_KEPT`): what a state file holds. A copy (the host's
+    callables, the guided model among them, are never copied), or with `copy=False` the state itself, changed (one
+    that is this run's own already: a snapshot, the final state)."""
     from .state import copy_state
 
-    kept = copy_state(state) if copy else state
+    kept = compat.copy_state(state, lambda v: v) if copy else state
     for name in NOT_KEPT:
         compat.state_values(kept).pop(name, None)
-    return kept
+    return copy_state(kept) if copy else kept
 
 
 def continued_schedule(state, sigmas, label: str):

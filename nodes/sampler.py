@@ -94,7 +94,7 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
             if autosave is not None:  # Interrupt or an error: the last finished step, kept
                 saved_last(autosave, plan.label)
             raise
-        final = kept(result.state, first + result.steps)
+        final = kept(result.state, first + result.steps, copy=False)  # this run's own state: no copy
         if autosave is not None:
             autosave.finish()
         if out is not None:
@@ -293,7 +293,7 @@ class KSamplerNode(DenoiseLoopNode):
                                        start_step=start_step, resume=state, out=out)
         ran = SamplerCustom().sample(model, state is None, seed, cfg, positive, negative, sampler,
                                      sigmas[start_step: end + 1], latent_image)
-        return (ran[0], ran[1], resumable(out["state"]))
+        return (ran[0], ran[1], out["state"])
 
 
 def schedule(model, scheduler, steps, denoise):

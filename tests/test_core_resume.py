@@ -125,3 +125,20 @@ def test_autosave_after_an_interrupt_holds_the_last_finished_step_and_resumes_to
 def test_autosave_refuses_a_step_count_below_one():
     with pytest.raises(ValueError, match="save every 0 steps"):
         Autosave(0, lambda: None)
+
+
+def test_the_hosts_callables_are_left_out_and_never_copied():
+    copied = []
+
+    class GuidedModel:  # stands in for ComfyUI's guided model: copying it would copy the model's weights
+        def __deepcopy__(self, memo):
+            copied.append(self)
+            return GuidedModel()
+
+    state = compat.PipelineState()
+    state.set("latents", torch.ones(2))
+    state.set("denoiser", GuidedModel())
+    state.set("noise_sampler", lambda s, n: None)
+    kept = resumable(state)
+    assert set(compat.state_values(kept)) == {"latents"} and copied == []
+    assert kept.get("latents") is not state.get("latents") and torch.equal(kept.get("latents"), state.get("latents"))
