@@ -1,12 +1,14 @@
 """A denoise loop built from blocks (PredictDenoised + EulerStep) vs ComfyUI's built-in `euler`, in one
 process, on the same model, conditioning, latent, sigmas and seed.
 
-    python bench/denoise_vs_builtin.py [--comfyui PATH] [--steps 20] [--size 512] [--repeats 7] [--gpu]
+    python bench/denoise_vs_builtin.py [--comfyui PATH] [--steps 20] [--size 512] [--repeats 7] [--gpu] [--save-every N]
 
 Run it with ComfyUI's Python (it imports ComfyUI from --comfyui, $COMFYUI_PATH or ~/ComfyUI). The model
 is the test tier's tiny SD1.5-architecture UNet (random weights) unless --model-channels makes it
 bigger. Prints:
 - wall time per run of each (alternated runs, medians) and their ratio (goal <= 1.03 on CPU);
+- with --save-every N, a third variant: the blocks with `save_every` N (a snapshot after every step, a state file
+  written every N steps and at the end, into a temporary output folder), and its ratio;
 - the per-step cost of the host hooks (interrupt check, progress callback, NaN check; previews off);
 - peak memory of one run of each, measured in a fresh subprocess per variant after a warm-up run (CPU:
   the resident size sampled every millisecond, above where it started; GPU: max_memory_allocated).
@@ -74,11 +76,20 @@ def build(pack, kit, opts):
         "builtin euler": comfy.samplers.sampler_object("euler"),
         "blocks euler": denoise_sampler(plan_denoise(entry.cls, blocks, label="bench")),
     }
+    if opts.save_every:
+        import tempfile
+
+        import folder_paths
+
+        folder_paths.set_output_directory(tempfile.mkdtemp(prefix="ml_bench_"))
+        samplers[f"save_every {opts.save_every}"] = denoise_sampler(
+            plan_denoise(entry.cls, blocks, label="bench"), save=(opts.save_every, "states/bench", None))
 
     def run(name, callback=None):
         return comfy.sample.sample_custom(model, noise, 7.0, samplers[name], sigmas, pos, neg, latent,
                                           callback=callback, disable_pbar=True, seed=5)
 
+    run.samplers = list(samplers)
     return run, model
 
 
@@ -92,7 +103,7 @@ def sync():
 def timing(run, repeats):
     import latent_preview
 
-    times = {"builtin euler": [], "blocks euler": []}
+    times = {name: [] for name in run.samplers}
     out = {name: run(name) for name in times}  # warm-up: model loaded, kernels chosen
     diff = (out["builtin euler"] - out["blocks euler"]).abs().max().item()
     for k in range(repeats):
@@ -181,6 +192,7 @@ def main():
     p.add_argument("--model-channels", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--gpu", action="store_true", help="run on ComfyUI's GPU instead of --cpu")
+    p.add_argument("--save-every", type=int, default=0, help="also time the blocks with save_every N")
     p.add_argument("--peak-of", help=argparse.SUPPRESS)
     opts = p.parse_args()
     opts.comfyui = opts.comfyui.resolve()
@@ -201,6 +213,8 @@ def main():
         what = "with latent_preview's progress callback" if with_callback else "no callback"
         print(f"  {what}: builtin euler {b * 1e3:.1f} ms, blocks euler {m * 1e3:.1f} ms, ratio {m / b:.3f}"
               f"  (max |diff| {diff:.3g})")
+        for name in run.samplers[2:]:
+            print(f"    {name}: {medians[name] * 1e3:.1f} ms, ratio {medians[name] / b:.3f} to builtin euler")
     print(f"  host hooks per step (interrupt check + NaN check + progress callback, previews off): {hook_cost():.1f} us")
     pb, pm = peak(opts, "builtin euler"), peak(opts, "blocks euler")
     print(f"  peak memory added by one run: builtin euler {pb:.1f} MB, blocks euler {pm:.1f} MB"

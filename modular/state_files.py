@@ -76,10 +76,15 @@ def _is_tensor(value) -> bool:
 def encode_state(state, skip_unsupported=False) -> tuple[dict, dict, list[str]]:
     """-> (tensors, JSON-able values, names skipped). Raises StateFileError listing every value that is neither
     a tensor nor a JSON value (a generator, a model, a scheduler) unless `skip_unsupported`."""
-    tensors, values, unsupported = {}, {}, []
+    tensors, values, unsupported, storages = {}, {}, [], set()
     for name, value in compat.state_values(state).items():
         if _is_tensor(value):
-            tensors[name] = value.detach().to("cpu").contiguous()
+            tensor = value.detach().to("cpu").contiguous()
+            storage = tensor.untyped_storage().data_ptr()
+            if storage in storages:  # one tensor under two names (DPM++ 2M's denoised / old_denoised), or a view:
+                tensor = tensor.clone()  # safetensors stores each name on its own
+            storages.add(storage)
+            tensors[name] = tensor
             continue
         try:
             values[name] = _encode(value, name)

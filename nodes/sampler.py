@@ -203,7 +203,13 @@ class DenoiseLoopNode(BlockSocketsNode):
         """The SAMPLER (`options`: those of `denoise_sampler`), its blocks checked here: before the model loads, not
         at step 0."""
         if save_every:
-            options["save"] = (save_every, save_prefix or f"{STATES_PREFIX}_autosave", unique_id)
+            prefix = save_prefix or f"{STATES_PREFIX}_autosave"
+            try:
+                new_state_file(prefix)  # ComfyUI's own check of the name, before the run rather than at step N
+            except Exception as e:
+                raise LoopConfigError(f"{loop_where(self.ENTRY.name, unique_id)}: save_prefix {prefix!r}: "
+                                      f"{str(e).strip('* ')}") from e
+            options["save"] = (save_every, prefix, unique_id)
         given, components = self.given(kwargs)
         with host.failed_block_reported():
             plan = plan_denoise(self.ENTRY.cls, attached_blocks(kwargs), given, components,

@@ -108,3 +108,13 @@ def test_names_from_a_workflow_stay_in_their_folder(tmp_path):
         with pytest.raises(StateFileError, match=why):
             confined(name, root)
     assert Path(confined("states/a.safetensors", root)).is_relative_to(root.resolve())
+
+
+def test_one_tensor_under_two_names_and_views_are_saved_each_on_its_own(tmp_path):
+    t = torch.randn(3, 4)
+    state = state_of(denoised=t, old_denoised=t, row=t[1], latents=torch.ones(2))  # as DPM++ 2M leaves them
+    save_state(state, tmp_path / "s.safetensors")
+    loaded, _ = load_state(tmp_path / "s.safetensors")
+    assert torch.equal(loaded.get("denoised"), t) and torch.equal(loaded.get("old_denoised"), t)
+    assert torch.equal(loaded.get("row"), t[1]) and torch.equal(loaded.get("latents"), torch.ones(2))
+    assert t.data_ptr() == state.get("denoised").data_ptr()  # the state itself is left as it was

@@ -454,6 +454,9 @@ def test_save_every_writes_every_n_steps_and_a_failed_run_keeps_its_last_finishe
     names, paths = autosaved_files(server, "failed_run")
     assert failed_at > 0 and len(paths) == 1 and read_info(paths[0])["step"] == failed_at, (msg, names)
     assert f"step {failed_at} is saved in {names[0]}" in (server.base / "comfyui.log").read_text()
+    d.loop_node.set(save_prefix="../outside")  # a name out of the output folder: refused before the run
+    node, msg = run_error(server, d)
+    assert node == d.loop_node.id and "save_prefix '../outside'" in msg and "outside the output folder" in msg, msg
     assert_still_serving(server)
 
 
