@@ -19,10 +19,11 @@ import comfy.model_sampling
 import comfy.samplers
 from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
-from ..modular import LoopConfigError, copy_state, state_values
+from ..modular import LoopConfigError, compat
 from ..modular.compat import made_by, set_made_by
 from ..modular.errors import loop_where
 from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, plan_denoise, resumable
+from ..modular.state import copy_value
 from ..modular.state_files import Autosave
 from . import host
 from .factory import BlockSocketsNode, attached_blocks, block_sockets
@@ -156,14 +157,17 @@ class CountedNoise:
 
 
 def on_device(state, like):
-    """A copy of `state` with its tensors on `like`'s device (a loaded state is on the CPU)."""
+    """A copy of `state` with its tensors on `like`'s device (a loaded state is on the CPU): one copy per tensor,
+    made by the move itself where it moves."""
     import torch
 
-    moved = copy_state(state)
-    for name, value in state_values(moved).items():
-        if torch.is_tensor(value):
-            moved.set(name, value.to(like.device))
-    return moved
+    def moved(value):
+        if not torch.is_tensor(value):
+            return copy_value(value)
+        there = value.to(like.device)
+        return there.clone() if there is value else there
+
+    return compat.copy_state(state, moved)
 
 
 def host_noise_sampler(base, x, seed, flow):
