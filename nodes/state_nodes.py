@@ -8,7 +8,6 @@ import os
 
 from ..modular import describe, state_values
 from ..modular.state_files import SUFFIX, StateFileError, confined, load_state, read_info, save_state
-from . import host
 from .factory import CATEGORY
 from .values import ANY, STATE_TYPE
 
@@ -78,10 +77,9 @@ class SaveState:
                              "filename_prefix": ("STRING", {"default": STATES_PREFIX,
                                                             "tooltip": "Folder and name inside the output folder."}),
                              "skip_unsupported": ("BOOLEAN", {"default": False, "tooltip": (
-                                 "Leave out values a state file cannot hold (listed in the log) instead of failing.")})},
-                "hidden": {"unique_id": "UNIQUE_ID"}}
+                                 "Leave out values a state file cannot hold (listed in the log) instead of failing.")})}}
 
-    def save(self, state, filename_prefix, skip_unsupported, unique_id=None):
+    def save(self, state, filename_prefix, skip_unsupported):
         path, shown = new_state_file(filename_prefix)
         try:
             skipped = save_state(state, path, skip_unsupported=skip_unsupported)
@@ -89,7 +87,6 @@ class SaveState:
             raise StateFileError(f"Save State: {e}") from e
         if skipped:
             log.warning("[Modular Loops] Save State: left out %s", ", ".join(skipped))
-        host.tell_node(unique_id, f"saved: {shown}")
         return {"ui": {"text": [shown]}, "result": (shown,)}
 
 

@@ -138,6 +138,12 @@ def test_queue_the_guide_loop_from_the_page_shows_6(page_results):
     assert sorted(k for k in loop["inputs"] if k.startswith("block_")) == ["block_1", "block_2"]
 
 
+def test_save_state_shows_the_file_it_wrote(page_results):
+    r = result(page_results, "save_state_shows_its_file")
+    assert r["shown"].startswith("states/browser_") and r["shown"].endswith("_00001_.safetensors [output]"), r
+    assert sorted(r["sent"]) == ["filename_prefix", "skip_unsupported", "state"], r  # the name is not sent
+
+
 def test_running_loop_shows_its_step_and_the_interrupt_button_stops_it(page_results):
     r = result(page_results, "progress_and_interrupt")
     assert r["seen"][1] == 200 and 2 <= r["seen"][0] < 200

@@ -232,6 +232,28 @@ await scenario("queue_guide", async () => {
   return { preview: shown.includes("6") ? "6" : shown.join(" | "), api, ids };
 });
 
+await scenario("save_state_shows_its_file", async () => {
+  // The guide's loop -> Save State: the node shows the file it wrote (not sent with the next prompt).
+  const ids = await page.evaluate(async () => {
+    const { ml } = window;
+    ml.clear();
+    const b1 = ml.add("ModularBlock_LoopBlock", [40, 60], { x: "0" });
+    const loop = ml.add("ModularLoop_LoopWrapper", [400, 80], { num_steps: "2" });
+    const save = ml.add("ModularStateSave", [780, 80], { filename_prefix: `states/browser_${Date.now()}` });
+    ml.connect(b1, loop, "block_1"); await ml.settle();
+    ml.connect(loop, save, "state");
+    await ml.settle();
+    return { save };
+  });
+  await page.evaluate(() => window.app.queuePrompt(0));
+  const shown = (id) => (window.ml.node(id).widgets ?? []).find((w) => w.name === "saved")?.value;
+  await page.waitForFunction(shown, ids.save, { timeout: 60000 });
+  return {
+    shown: await page.evaluate(shown, ids.save),
+    sent: await page.evaluate(async (id) => (await window.app.graphToPrompt()).output[String(id)].inputs, ids.save),
+  };
+});
+
 await scenario("progress_and_interrupt", async () => {
   const ids = await page.evaluate(() => window.ml.twoBlockLoop("ModularBlock_SleepBlock", { seconds: 0.2 }, 200));
   await page.evaluate(() => {

@@ -4,6 +4,7 @@
 // - Loop and block nodes are coloured apart; a running loop shows "step n/N" (canvas renderer; Nodes 2.0
 //   shows the frontend's own progress bar on the node); the block node named in an error is outlined in
 //   red (drawn on the canvas, or on the node's element in Nodes 2.0).
+// - Save State shows the name of the file it wrote.
 // - A workflow naming a loop or block that is not installed gets a message saying which, and where
 //   it came from.
 // Served at /extensions/<pack folder>/js/, three levels below the app root.
@@ -152,6 +153,21 @@ function originText(type, saved) {
   return `${kind} ${name}: not shipped with Modular Loops; it comes from a user blocks folder — put the file defining class ${name} into ComfyUI/models/modular_blocks/ and restart`;
 }
 
+// --- Save State: the name it saved -----------------------------------------------------------------
+
+const SAVE_STATE = "ModularStateSave";
+const SAVED_WIDGET = "saved";
+
+/** The file Save State wrote, in a widget of the node (not sent with the prompt). */
+function showSaved(node, text) {
+  let widget = node.widgets?.find((w) => w.name === SAVED_WIDGET);
+  if (!widget) widget = node.addWidget("text", SAVED_WIDGET, text, () => {}, { serialize: false });
+  widget.value = text;
+  const min = node.computeSize();
+  node.setSize([Math.max(node.size[0], min[0]), Math.max(node.size[1], min[1])]);
+  node.setDirtyCanvas(true, true);
+}
+
 // --- the extension --------------------------------------------------------------------------------
 
 app.registerExtension({
@@ -161,6 +177,15 @@ app.registerExtension({
   step: (nodeId) => stepOf.get(String(nodeId)),
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === SAVE_STATE) {
+      const onExecuted = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        const r = onExecuted?.apply(this, arguments);
+        if (output?.text?.[0]) showSaved(this, output.text[0]);
+        return r;
+      };
+      return;
+    }
     if (!isOurs(nodeData.name)) return;
     const loop = isLoop(nodeData.name);
     const style = loop ? LOOP_COLOR : BLOCK_COLOR;
