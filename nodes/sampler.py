@@ -70,8 +70,8 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
         def kept(state, step, copy=True):  # what a state file holds of the state at `step`
             state = resumable(state, copy)
             state.set("noise_draws", noise.count)
-            made = made_by(state)
-            set_made_by(state, made.get("loop", plan.wrapper_cls.__name__), made.get("blocks", []), step)
+            made = made_by(state)  # the loop and blocks, as the runner recorded them; the step in the whole schedule
+            set_made_by(state, made["loop"], made["blocks"], step)
             return state
 
         autosave = None

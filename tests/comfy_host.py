@@ -163,14 +163,16 @@ class Interrupted:
     steps_after: list  # progress values of the node after the one that triggered the interrupt
 
 
-def interrupt_at_first_step(server, graph, node, timeout=600) -> Interrupted:
-    """Run `graph`, press Interrupt (POST /interrupt) when `node` reports its first step, follow it to the end."""
+def interrupt_at_first_step(server, graph, node, timeout=600, after_steps=0) -> Interrupted:
+    """Run `graph`, press Interrupt (POST /interrupt) when `node` reports its first step (or, with `after_steps`, the
+    first report of at least that many steps done), follow it to the end."""
     import time
 
     sent = {}
 
     def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == str(node) and "at" not in sent:
+        if (msg["type"] == "progress" and msg["data"]["node"] == str(node) and "at" not in sent
+                and msg["data"]["value"] >= after_steps):
             sent["at"], sent["step"] = time.monotonic(), msg["data"]["value"]
             srv.post("/interrupt")
 

@@ -400,18 +400,6 @@ def autosaved_files(server, prefix):
     return [f"states/{p.name} [output]" for p in found], found
 
 
-def interrupt_after(server, graph, node, steps, timeout=300):
-    """Run `graph`, press Interrupt when `node` reports `steps` steps done; -> the run's result."""
-    sent = {}
-
-    def on_message(msg, srv):
-        if msg["type"] == "progress" and msg["data"]["node"] == str(node) and msg["data"]["value"] >= steps and not sent:
-            sent["at"] = msg["data"]["value"]
-            srv.post("/interrupt")
-
-    return server.run(graph, on_message=on_message, timeout=timeout)
-
-
 @pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m"])
 def test_save_every_and_interrupt_leave_a_file_that_resumes_to_the_uninterrupted_result(server, sampler):
     # save_every 3 on 8 steps, Interrupt after step 4: the file holds the last finished step (4 or later: where the
@@ -423,7 +411,7 @@ def test_save_every_and_interrupt_leave_a_file_that_resumes_to_the_uninterrupted
     d = DenoiseGraph("sd15", steps=steps)
     d.loop(LOOP_K, {**d.common, "save_every": 3, "save_prefix": f"states/{prefix}"}, blocks)
     d.show(d.loop_node)
-    run = interrupt_after(server, d.graph, d.loop_node, 4)
+    run = interrupt_at_first_step(server, d.graph, d.loop_node, timeout=300, after_steps=4).result
     assert run.status == "interrupted", run.status
     names, paths = autosaved_files(server, prefix)
     assert len(names) == 1, names  # one file per run, replaced as the run goes on
