@@ -55,9 +55,9 @@ def build(pack, kit, opts):
     import comfy.sample
     import comfy.samplers
     from modular_loops.modular import BlockConfig
-    from modular_loops.modular.registry import discover
+    from modular_loops.modular.core.registry import discover
     from modular_loops.modular.sampling import plan_denoise
-    from modular_loops.nodes.sampler import denoise_sampler, schedule
+    from modular_loops.nodes.sampling import denoise_sampler, schedule
 
     if opts.model_channels != 32:
         kit.TINY_SD15_UNET.update(model_channels=opts.model_channels, num_heads=8)

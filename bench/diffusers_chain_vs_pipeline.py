@@ -1,5 +1,5 @@
 """Benchmark: diffusers' SDXL / SD3 text-to-image as the pack's chain of steps and a loop (what the nodes run:
-`modular.pipelines.run_step`, `modular.run_loop`, the run's components carried in the state) against
+`modular.pipelines.run.run_step`, `modular.run_loop`, the run's components carried in the state) against
 diffusers' own pipeline call, on the same tiny random components, in one process. Prints medians and the
 wall-time ratio (chain / diffusers, goal <= 1.02 on CPU) and the max |diff| of the images (0 expected).
 
@@ -50,7 +50,8 @@ def main():
     import tiny_diffusers
 
     from modular import run_loop
-    from modular.pipelines import RunComponents, load_pipeline, run_step
+    from modular.pipelines.load import load_pipeline
+    from modular.pipelines.run import RunComponents, run_step
 
     folder = Path(tempfile.mkdtemp()) / opts.family
     tiny_diffusers.MAKERS[opts.family](folder)

@@ -1,6 +1,9 @@
 """Modular Loops core: diffusers loop wrappers and loop blocks, composed and run for any host.
 
-Never imports ComfyUI. A plain script can run any loop:
+Never imports ComfyUI. The folders tell the flow: `core/` (what a loop is: entries, their discovery, parameter
+specs, the state, one loop run), `sampling/` (denoise loops on a host's models, and resuming them), `pipelines/`
+(diffusers' own: found from source, loaded, run across nodes), `state_files.py` (a state on disk), `blocks/` (the
+pack's own block files). A plain script can run any loop:
 
     from modular import discover, run_loop, BlockConfig
     reg = discover()
@@ -11,17 +14,18 @@ Never imports ComfyUI. A plain script can run any loop:
     result.state.get("x")  # 6
 """
 
-from .errors import BlockStepError, LoopConfigError, LoopError
-from .params import NOT_GIVEN, ParamSpec, check_value, parse_json_widget
-from .registry import BlockEntry, LoadProblem, Registry, discover
-from .compat import state_values
-from .runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
-from .state import copy_state, describe
+from .core import compat
+from .core.compat import state_values
+from .core.errors import BlockStepError, LoopConfigError, LoopError
+from .core.params import NOT_GIVEN, ParamSpec, check_value, parse_json_widget
+from .core.registry import BlockEntry, LoadProblem, Registry, discover
+from .core.runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
+from .core.state import copy_state, describe
 
 PACK_VERSION = "0.1.0"  # pyproject.toml's version (a core test keeps them equal); recorded in state files
 
 __all__ = [
     "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "LoopConfigError",
-    "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value",
+    "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value", "compat",
     "copy_state", "describe", "discover", "parse_json_widget", "run_loop", "state_values",
 ]

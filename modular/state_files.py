@@ -19,8 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import compat
-from .errors import LoopError
+from .core import compat
+from .core.errors import LoopError
 
 FORMAT = 1
 META_KEY = "modular_loops.state"

@@ -1,4 +1,6 @@
-"""The ComfyUI adapter: node classes generated from block declarations (`factory`, `values`, pure), the
-denoise loops inside ComfyUI's sampler machinery (`sampler`), the state nodes, what it takes from ComfyUI
-while a loop runs (`host`), and the mappings ComfyUI loads (`mappings`). Only `sampler`, `host` and
-`mappings` import ComfyUI, so the rest is tested without one."""
+"""The ComfyUI adapter, one module per area of the core: `factory` (node classes generated from block
+declarations: loops and blocks) with `widgets` (the one widget builder: ComfyUI's widgets and sockets from
+parameter specs, and their values back), `sampling` (denoise loops inside ComfyUI's sampler machinery),
+`pipelines` (diffusers' own loops, steps, loader, guiders, scheduler), `state_files` (the state nodes), `host`
+(what it takes from ComfyUI while a loop runs) and `mappings` (what ComfyUI loads). `factory`, `widgets` and
+`pipelines` import no ComfyUI, so they are tested without one."""

@@ -1,11 +1,14 @@
 """Node classes generated from block declarations: one loop node per loop wrapper, one block node per
-loop block. Node ids are a compatibility promise (docs/compatibility.md): `ModularLoop_<Class>` and
-`ModularBlock_<Class>`, named after the class alone so that moving a file keeps workflows working.
+loop block. Node ids are a compatibility promise (docs/compatibility.md): `ModularLoop_<Class>`,
+`ModularBlock_<Class>` (and `ModularStep_<Class>` for a pipeline step, `nodes/pipelines.py`), named after the
+class alone so that moving a file keeps workflows working. Other areas make the nodes of the entries that are
+theirs (`generate_nodes`' `makers`): denoise loops (`nodes/sampling.py`), diffusers' own (`nodes/pipelines.py`).
 
 Pure: nothing here imports ComfyUI at import time (a loop node's run takes ComfyUI's hooks from `host`)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -13,46 +16,25 @@ import re
 from dataclasses import dataclass
 
 from ..modular import BlockConfig, LoopConfigError, run_loop
-from ..modular.errors import loop_where
-from ..modular.pipelines import RunComponents, check_guidance, run_step
-from ..modular.runner import NO_BLOCKS_HINT, require_blocks
-from . import values
-from .values import BLOCK_TYPE, GUIDER_TYPE, PIPELINE_TYPE, SCHEDULER_TYPE, STATE_TYPE
+from ..modular.core.errors import loop_where
+from ..modular.core.runner import NO_BLOCKS_HINT, require_blocks
+from ..modular.sampling import is_denoise_loop, provided_in_loop
+from . import widgets
+from .widgets import BLOCK_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops"
 MAX_BLOCKS = 16
 BLOCK_SOCKET = re.compile(r"block_(\d+)")
+NODE_KINDS = {"loop": "ModularLoop", "block": "ModularBlock", "step": "ModularStep"}
 log = logging.getLogger("modular_loops")
 
 
 def node_id(entry) -> str:
-    kind = "ModularLoop" if entry.role == "loop" else "ModularStep" if is_step(entry) else "ModularBlock"
-    return f"{kind}_{entry.name}"
-
-
-def is_shipped(entry) -> bool:
-    """One of diffusers' own classes (`modular.shipped`): its components come from a loaded pipeline."""
-    return entry.origin == "diffusers"
-
-
-def is_step(entry) -> bool:
-    return getattr(entry, "is_step", False)
-
-
-def shipped_sockets(entry) -> dict:
-    """The pipeline socket of a shipped loop or step, and guider / scheduler sockets where it declares those."""
-    sockets = {"pipeline": (PIPELINE_TYPE, {"tooltip": "The loaded diffusers pipeline whose components it uses."})}
-    declared = {s.name for s in entry.component_specs()}
-    if "guider" in declared:
-        sockets["guider"] = (GUIDER_TYPE, {"tooltip": "A guider node: the run's guider from this node on."})
-    if "scheduler" in declared:
-        sockets["scheduler"] = (SCHEDULER_TYPE, {"tooltip": "A scheduler node: the run's scheduler from this node on "
-                                                            "(connect it where the timesteps are set)."})
-    return sockets
+    return f"{NODE_KINDS[entry.role]}_{entry.name}"
 
 
 class _Lazy:
-    """A class attribute built from the class on first read (a shipped class is imported only then), e.g.
+    """A class attribute built from the class on first read (a class loaded on use is imported only then), e.g.
     DESCRIPTION and VALIDATE_INPUTS, which ComfyUI reads when it lists or validates the node."""
 
     def __init__(self, build):
@@ -106,7 +88,7 @@ class DeclaredNode:
     reading the given values and components back out of ComfyUI's kwargs."""
 
     ENTRY = None
-    PROVIDED_IN_LOOP = frozenset()  # declared inputs the node does not show (`Registry.provided_in_loop`)
+    PROVIDED_IN_LOOP = frozenset()  # declared inputs the node does not show (`sampling.provided_in_loop`)
 
     @classmethod
     def specs(cls):
@@ -114,22 +96,24 @@ class DeclaredNode:
         return [s for s in cls.ENTRY.input_specs() if s.name not in cls.PROVIDED_IN_LOOP]
 
     @classmethod
+    def component_sockets(cls):
+        """The declared components the node takes as sockets."""
+        return cls.ENTRY.component_specs()
+
+    @classmethod
     def declared_inputs(cls):
-        components = [] if is_shipped(cls.ENTRY) else cls.ENTRY.component_specs()  # shipped: from the pipeline
-        return values.input_types(cls.specs(), components)
+        return widgets.input_types(cls.specs(), cls.component_sockets())
 
     @classmethod
     def check(cls, kwargs):
-        return values.json_errors(cls.specs(), kwargs)
+        return widgets.json_errors(cls.specs(), kwargs)
 
     @classmethod
     def given(cls, kwargs):
         """-> (values given on the node, components connected to it)."""
-        entry = cls.ENTRY
-        if is_shipped(entry):
-            return values.given_values(cls.specs(), kwargs), {}
-        components = {s.name: kwargs[s.name] for s in entry.component_specs() if kwargs.get(s.name) is not None}
-        return values.given_values(cls.specs(), kwargs, entry.component_specs()), components
+        sockets = cls.component_sockets()
+        components = {s.name: kwargs[s.name] for s in sockets if kwargs.get(s.name) is not None}
+        return widgets.given_values(cls.specs(), kwargs, sockets), components
 
 
 class BlockNode(DeclaredNode):
@@ -159,7 +143,7 @@ class BlockSocketsNode(DeclaredNode):
     def check(cls, kwargs):
         problems = super().check(kwargs)
         attached = [k for k in kwargs if BLOCK_SOCKET.fullmatch(k)]
-        if not attached and is_shipped(cls.ENTRY) and cls.ENTRY.shipped.default_blocks:
+        if not attached and cls.ENTRY.default_blocks:
             return problems  # it runs its own blocks (`block_classes`)
         try:
             require_blocks(attached, loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
@@ -178,83 +162,35 @@ class LoopNode(BlockSocketsNode):
     CATEGORY = f"{CATEGORY}/loops"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        required, optional = cls.declared_inputs()
-        blocks = block_sockets()
-        state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."})}
-        if is_shipped(cls.ENTRY):
-            state.update(shipped_sockets(cls.ENTRY))
-        # Block sockets last: the frontend grows them at the end of the node, in run order.
-        return {"required": required, "optional": {**state, **optional, **blocks}, "hidden": {"unique_id": "UNIQUE_ID"}}
-
-    def run(self, unique_id=None, state=None, pipeline=None, guider=None, scheduler=None, **kwargs):
-        from . import host  # ComfyUI's hooks, only when a loop runs inside it
-
-        entry = self.ENTRY
-        given, components = self.given(kwargs)
-        if is_shipped(entry):
-            components = run_components(entry, pipeline, guider, scheduler, loop_where(entry.name, unique_id),
-                                        attached_blocks(kwargs))
-            if components is not None and state is not None:
-                check_guidance(components.guider_for(state), state, loop_where(entry.name, unique_id))
-        try:
-            with host.failed_block_reported():
-                result = run_loop(entry.cls, attached_blocks(kwargs), loop_values=given, state=state,
-                                  components=components, hooks=host.step_hooks(progress=host.progress_bar_hook()),
-                                  device=host.device(), label=loop_where(entry.name, unique_id))
-        finally:
-            if isinstance(components, RunComponents):
-                components.cleanup()
-        for note in result.notes:
-            log.warning("[Modular Loops] %s", note)
-        return (result.state,)
-
-
-def run_components(entry, pipeline, guider, scheduler, label, blocks=()):
-    """The components a shipped loop or step sees in one run: the pipeline's, with a fresh guider / scheduler from
-    a guider / scheduler node, the modules it uses loaded by ComfyUI's model management onto ComfyUI's device."""
-    from . import host
-
-    if pipeline is None and entry.component_specs():
-        needs = ", ".join(s.name for s in entry.component_specs())
-        raise LoopConfigError(f"{label}: connect a Load Diffusers Pipeline node to 'pipeline' (it uses {needs})")
-    if pipeline is None:
-        return None
-    used = {s.name for s in entry.component_specs()}
-    for _, config in blocks:
-        used |= {c.name for c in config.cls().expected_components}
-    host.load_components(pipeline, used)
-    return RunComponents(pipeline, {"guider": guider.make() if guider is not None else None,
-                                    "scheduler": scheduler.make(pipeline) if scheduler is not None else None,
-                                    "_execution_device": host.pipeline_device(pipeline)})
-
-
-class StepNode(DeclaredNode):
-    """One of diffusers' pipeline steps around a loop (text encoder, set timesteps, prepare latents, decode, ...):
-    runs the block once on the incoming state and outputs the new state."""
-
-    RETURN_TYPES = (STATE_TYPE,)
-    RETURN_NAMES = ("state",)
-    FUNCTION = "run"
+    def own_sockets(cls) -> dict:
+        """Sockets of the node's own, after `state` (none here; a pipeline's loop adds its pipeline's)."""
+        return {}
 
     @classmethod
     def INPUT_TYPES(cls):
         required, optional = cls.declared_inputs()
-        own = {"state": (STATE_TYPE, {"tooltip": "The pipeline state so far (the previous step's output)."}),
-               **shipped_sockets(cls.ENTRY)}
-        return {"required": required, "optional": {**own, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
+        state = {"state": (STATE_TYPE, {"tooltip": "Starting pipeline state, e.g. a previous loop's result."}),
+                 **cls.own_sockets()}
+        # Block sockets last: the frontend grows them at the end of the node, in run order.
+        return {"required": required, "optional": {**state, **optional, **block_sockets()},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def run(self, unique_id=None, state=None, pipeline=None, guider=None, scheduler=None, **kwargs):
-        from . import host
+    @contextlib.contextmanager
+    def run_components(self, components, blocks, state, label, **sockets):
+        """The components this run's blocks see (here: those connected to the nodes)."""
+        yield components
 
-        given, _ = self.given(kwargs)
-        components = run_components(self.ENTRY, pipeline, guider, scheduler, loop_where(self.ENTRY.name, unique_id))
-        try:
+    def run(self, unique_id=None, state=None, **kwargs):
+        from . import host  # ComfyUI's hooks, only when a loop runs inside it
+
+        entry, label, blocks = self.ENTRY, loop_where(self.ENTRY.name, unique_id), attached_blocks(kwargs)
+        sockets = {name: kwargs.pop(name, None) for name in self.own_sockets()}
+        given, components = self.given(kwargs)
+        with self.run_components(components, blocks, state, label, **sockets) as components:
             with host.failed_block_reported():
-                result = run_step(self.ENTRY.cls, given, state, components, unique_id)
-        finally:
-            if components is not None:
-                components.cleanup()
+                result = run_loop(entry.cls, blocks, loop_values=given, state=state, components=components,
+                                  hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(),
+                                  label=label)
         for note in result.notes:
             log.warning("[Modular Loops] %s", note)
         return (result.state,)
@@ -264,21 +200,20 @@ def _ordinal(i):
     return {1: "first", 2: "second", 3: "third"}.get(i, f"{i}th")
 
 
-def make_node(entry, base=None, nid=None, provided_in_loop=()) -> type:
-    """The node class of `entry`: a block node, a loop node, a step node, or `base` (e.g. a sampler node) under
-    `nid`. `provided_in_loop`: declared inputs the node does not show. Nothing of the class is read here (a
-    shipped class is imported when ComfyUI first lists the node)."""
-    base = base or (LoopNode if entry.role == "loop" else StepNode if is_step(entry) else BlockNode)
-    attrs = {"ENTRY": entry, "PROVIDED_IN_LOOP": frozenset(provided_in_loop), "__module__": __name__,
+def make_node(entry, base=None, nid=None, provided_in_loop=(), category=None) -> type:
+    """The node class of `entry`: a block node, a loop node, or `base` (e.g. a sampler node) under `nid`.
+    `provided_in_loop`: declared inputs the node does not show; `category`: where the node library files it.
+    Nothing of the class is read here (a class loaded on use is imported when ComfyUI first lists the node)."""
+    base = base or (LoopNode if entry.role == "loop" else BlockNode)
+    attrs = {"ENTRY": entry, "PROVIDED_IN_LOOP": frozenset(provided_in_loop), "__module__": base.__module__,
              "DESCRIPTION": _Lazy(lambda c: _description(c.ENTRY)), "VALIDATE_INPUTS": _Lazy(_validate_inputs)}
-    if is_shipped(entry):
-        group = "diffusers/" + entry.category
-        attrs["CATEGORY"] = f"{CATEGORY}/{group}"
+    if category is not None:
+        attrs["CATEGORY"] = category
     return type(nid or node_id(entry), (base,), attrs)
 
 
 def _validate_inputs(cls):
-    names = values.json_widget_names(cls.specs())
+    names = widgets.json_widget_names(cls.specs())
     if cls.ENTRY.role == "loop":
         # ComfyUI files a failed check once per validated input it was given; the JSON widgets are always
         # given, and where there are none the hidden unique_id is, so a problem is reported exactly once.
@@ -293,21 +228,27 @@ class GeneratedNode:
     origin: dict  # what a saved workflow records of where the class came from
 
 
-def generate_nodes(registry, denoise_nodes=None) -> dict[str, GeneratedNode]:
-    """{node id: GeneratedNode} for every entry of `registry`. A denoise loop gets the nodes
-    `denoise_nodes(entry, make)` returns ({id: (class, display name)}; `make(base, nid)` builds one);
-    without `denoise_nodes` denoise loops get none."""
+def entry_nodes(entry, registry) -> dict:
+    """{node id: (class, display name)} of a plain loop or block: one node, without the inputs the loop it is
+    written for provides (`sampling.provided_in_loop`)."""
+    return {node_id(entry): (make_node(entry, provided_in_loop=provided_in_loop(registry, entry)), entry.name)}
+
+
+def is_plain(entry) -> bool:
+    """A loop or block whose node is made here: not a denoise loop (its nodes are samplers, `nodes/sampling.py`),
+    not one of diffusers' own (`nodes/pipelines.py`)."""
+    return entry.origin != "diffusers" and not is_denoise_loop(entry)
+
+
+def generate_nodes(registry, makers=()) -> dict[str, GeneratedNode]:
+    """{node id: GeneratedNode} for the entries of `registry`: the first of `makers` (`maker(entry, registry)` ->
+    {id: (class, display name)}, or None for an entry that is not its area's) that makes an entry's nodes makes
+    them, else `entry_nodes` where the entry `is_plain`. Without makers, only plain loops and blocks get nodes."""
     generated = {}
     for entry in registry.entries.values():
-        hidden = registry.provided_in_loop(entry)
-
-        def make(base=None, nid=None, entry=entry, hidden=hidden):
-            return make_node(entry, base, nid, hidden)
-
-        if entry.is_denoise_loop:
-            made = denoise_nodes(entry, make) if denoise_nodes is not None else {}
-        else:
-            made = {node_id(entry): (make(), entry.name)}
+        made = next((m for m in (maker(entry, registry) for maker in makers) if m is not None), None)
+        if made is None:
+            made = entry_nodes(entry, registry) if is_plain(entry) else {}
         origin = {"class": entry.name, "role": entry.role, "origin": entry.origin, "source": shown_source(entry)}
         for nid, (cls, display) in made.items():
             generated[nid] = GeneratedNode(cls, display, origin)
@@ -318,4 +259,6 @@ def shown_source(entry) -> str:
     """Where a class came from, as a saved workflow may record it: never a full path (workflows are shared)."""
     if entry.origin == "pack":
         return "modular/blocks/" + os.path.basename(entry.source)
+    if entry.origin == "diffusers":
+        return entry.source  # diffusers/modular_pipelines/<family>/<stage>.py, inside diffusers
     return os.path.basename(os.path.normpath(entry.source))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import os
 
+import diffusers
 import folder_paths
 
 from ..modular import discover
-from . import diffusers_nodes, state_nodes
+from . import pipelines, sampling, state_files
 from .factory import generate_nodes
-from .sampler import sampler_nodes
 
 BLOCKS_FOLDER = "modular_blocks"
 log = logging.getLogger("modular_loops")
@@ -36,14 +36,15 @@ def build_mappings():
     registry = discover(folders, include_shipped=True)
     for problem in registry.problems:
         log.error("[Modular Loops] could not load blocks from %s", problem)
-    generated = generate_nodes(registry, sampler_nodes)
+    generated = generate_nodes(registry, (pipelines.entry_nodes, sampling.entry_nodes))
     classes = {nid: node.cls for nid, node in generated.items()}
     names = {nid: node.display for nid, node in generated.items()}
     origins = {nid: node.origin for nid, node in generated.items()}
-    for nid, (cls, display) in {**state_nodes.NODES, **diffusers_nodes.NODES, **diffusers_nodes.guider_nodes()}.items():
+    for nid, (cls, display) in {**state_files.NODES, **pipelines.NODES, **pipelines.guider_nodes()}.items():
         classes[nid] = cls
         names[nid] = display
-    return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems]}
+    return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems],
+                            "diffusers_version": diffusers.__version__}  # a saved diffusers node records it
 
 
 def add_routes(info):

@@ -25,7 +25,7 @@ from modular import (
 )
 from modular import compat
 from modular.blocks.guide import LoopBlock, LoopWrapper
-from modular.params import input_specs
+from modular.core.params import input_specs
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +253,8 @@ def test_block_raising_at_step_1_names_loop_block_class_step_cause(user):
 
 
 def test_where_a_loop_and_a_block_are_named():
-    # One form, built in one place (modular.errors); messages and the hosts' tests read it.
-    from modular.errors import block_where, loop_where
+    # One form, built in one place (modular.core.errors); messages and the hosts' tests read it.
+    from modular.core.errors import block_where, loop_where
 
     assert block_where("block_2", "FailAtStepBlock", "7") == "'block_2' (FailAtStepBlock, node 7)"
     assert block_where("block_2", "FailAtStepBlock") == "'block_2' (FailAtStepBlock)"

@@ -207,7 +207,7 @@ def test_blocks_must_form_a_denoise_loop():
 
 
 def test_blocks_are_checked_once_per_plan_not_per_run(monkeypatch):
-    from modular import sampling
+    from modular.sampling import contract as sampling
 
     calls = []
     real = sampling.check_blocks

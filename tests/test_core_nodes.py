@@ -1,4 +1,4 @@
-"""Core tier: the adapter's pure parts (`nodes/factory.py`, `nodes/values.py`) without a ComfyUI: node
+"""Core tier: the adapter's pure parts (`nodes/factory.py`, `nodes/widgets.py`) without a ComfyUI: node
 generation from declarations, socket order, given values, JSON checks, widget defaults, the any type.
 The same node classes are then loaded by a real ComfyUI in the host tier."""
 
@@ -13,9 +13,9 @@ import torch
 from conftest import FIXTURES, PACK_PACKAGE, ROOT, import_pack_module
 
 factory = import_pack_module("nodes.factory")
-values = import_pack_module("nodes.values")
+values = import_pack_module("nodes.widgets")
 core = import_pack_module("modular")
-params = import_pack_module("modular.params")
+params = import_pack_module("modular.core.params")
 InputParam = __import__("diffusers.modular_pipelines", fromlist=["InputParam"]).InputParam
 
 
@@ -92,7 +92,8 @@ def test_blocks_run_in_socket_number_order_past_nine():
     random.Random(0).shuffle(shuffled)
     order = [name for name, _ in factory.attached_blocks(dict(shuffled))]
     assert order == [f"block_{i}" for i in range(1, 13)]
-    assert order != sorted(order)  # a name sort would put block_10 before block_2
+    by_name = dict(sorted(configs.items()))  # block_1, block_10, block_11, block_12, block_2, ...: not run order
+    assert [name for name, _ in factory.attached_blocks(by_name)] == order
     assert factory.attached_blocks({"block_3": None, "block_1": "a", "x": "b"}) == [("block_1", "a")]
 
 
@@ -156,7 +157,7 @@ def test_pure_modules_import_no_comfyui():
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from conftest import import_pack_module\n"
-        "import_pack_module('nodes.factory'); import_pack_module('nodes.values')\n"
+        "import_pack_module('nodes.factory'); import_pack_module('nodes.widgets'); import_pack_module('nodes.pipelines')\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('comfy', 'nodes', 'server', 'folder_paths', 'comfy_api')]\n"
         "assert not bad, bad\n"
         "assert %r in sys.modules\n" % (str(ROOT / "tests"), PACK_PACKAGE)

@@ -5,15 +5,19 @@ diffusers' own pipeline runs are in the host tier, test_diffusers.py.)"""
 import importlib
 import inspect
 import json
+import sys
 import types
 
 import pytest
 import torch
 
-from modular import compat, copy_state, shipped
-from modular.params import input_specs
-from modular.pipelines import PipelineLoadError, RunComponents, check_folder, from_host_latent, to_host_latent
-from modular.state import seed_state, ValueSource
+from modular import compat, copy_state
+from modular.core.params import input_specs
+from modular.core.state import seed_state, ValueSource
+from modular.pipelines import scan as shipped
+from modular.pipelines.latents import from_host_latent, to_host_latent
+from modular.pipelines.load import PipelineLoadError, check_folder
+from modular.pipelines.run import RunComponents
 
 
 def test_source_discovery_agrees_with_the_imported_classes():
@@ -45,17 +49,45 @@ def test_guiders_found_from_source_are_diffusers_guiders():
     assert names == expected and len(names) >= 12
 
 
-def test_a_shipped_entry_imports_its_class_only_when_used(tmp_path):
-    (tmp_path / "fam").mkdir()
-    (tmp_path / "fam" / "denoise.py").write_text(
-        "raise RuntimeError('imported')\n"
+def test_a_shipped_entry_imports_its_class_only_when_used(tmp_path, monkeypatch):
+    from modular.core.registry import Registry, add_shipped
+
+    family = tmp_path / "fake_diffusers_pipelines" / "fam"
+    family.mkdir(parents=True)
+    (family.parent / "__init__.py").write_text("")
+    (family / "__init__.py").write_text("")
+    (family / "denoise.py").write_text(
+        "from diffusers.modular_pipelines import LoopSequentialPipelineBlocks, ModularPipelineBlocks\n"
         "class W(LoopSequentialPipelineBlocks):\n    def __call__(self, components, state):\n        pass\n"
         "class B(ModularPipelineBlocks):\n    def __call__(self, components, block_state, i, t):\n        pass\n"
         "class Sub(W):\n    block_classes = [B]\n")
-    found = {c.name: c for c in shipped.scan(tmp_path)}
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(shipped, "PACKAGE", "fake_diffusers_pipelines")
+    found = {c.name: c for c in shipped.scan(family.parent)}
     assert found["W"].role == "loop" and found["B"].role == "block" and found["Sub"].default_blocks
-    entry = shipped.ShippedEntry(found["B"], "x")
-    assert entry.category == "fam/denoise" and not entry.is_denoise_loop  # nothing imported for these
+    registry = add_shipped(Registry(), family.parent)
+    entry = registry.entries["B"]
+    assert (entry.role, entry.origin, entry.group) == ("block", "diffusers", "fam/denoise")
+    assert registry.entries["Sub"].default_blocks and not registry.entries["W"].default_blocks
+    assert "fake_diffusers_pipelines.fam.denoise" not in sys.modules  # found, listed: nothing imported
+    cls = entry.cls
+    assert "fake_diffusers_pipelines.fam.denoise" in sys.modules and cls.__name__ == "B"
+    assert compat.role_of(cls) == "block" and entry.cls is cls  # imported once
+    monkeypatch.delitem(sys.modules, "fake_diffusers_pipelines.fam.denoise")
+
+
+def test_source_reading_is_exact_where_a_regex_is_not(tmp_path):
+    # A multi-line string with a column-0 line inside a class body, and a nested class's __call__, must not end
+    # or lend a __call__ to the class around them.
+    (tmp_path / "fam").mkdir()
+    (tmp_path / "fam" / "before_denoise.py").write_text(
+        "class Step(ModularPipelineBlocks):\n"
+        "    description = \"\"\"first line\nclass NotAClass(ModularPipelineBlocks):\n\"\"\"\n"
+        "    def __call__(self, components, state):\n        pass\n"
+        "class Holder(ModularPipelineBlocks):\n"
+        "    class Inner:\n        def __call__(self):\n            pass\n")
+    found = {c.name: c for c in shipped.scan(tmp_path)}
+    assert set(found) == {"Step"} and found["Step"].role == "step"
 
 
 def test_diffusers_ui_templates_type_untyped_inputs():
@@ -64,7 +96,7 @@ def test_diffusers_ui_templates_type_untyped_inputs():
     specs = {s.name: s for s in input_specs([
         InputParam("prompt"), InputParam("height"), InputParam("generator"), InputParam("output_type", default="pil"),
         InputParam("batch_size", type_hint=int, required=True), InputParam("num_inference_steps", default=50)],
-        templates=shipped.ui_templates(), typed_by_default=True)}
+        templates=compat.ui_templates(), typed_by_default=True)}
     assert specs["prompt"].kind == "str" and specs["prompt"].options["empty_is_none"] and specs["prompt"].options["multiline"]
     assert specs["height"].kind == "int" and specs["height"].options["zero_is_none"]  # 0: the state's value
     assert specs["generator"].kind == "seed"
@@ -153,7 +185,7 @@ def test_latents_convert_with_the_vae_scaling_and_shift():
 
 
 def test_a_folder_that_ships_code_is_refused_and_its_code_never_runs(tmp_path):
-    from modular.pipelines import load_pipeline
+    from modular.pipelines.load import load_pipeline
 
     folder = make_folder(tmp_path / "code", {"_class_name": "StableDiffusionXLPipeline",
                                              "scheduler": ["diffusers", "EulerDiscreteScheduler"]}, [])
@@ -171,7 +203,7 @@ def test_a_folder_that_ships_code_is_refused_and_its_code_never_runs(tmp_path):
 def test_hooks_a_run_put_on_the_model_are_removed_after_it_even_when_it_failed():
     from diffusers.hooks import HookRegistry, ModelHook
 
-    from modular.pipelines import hook_names
+    from modular.core.compat import hook_names
 
     unet = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     HookRegistry.check_if_exists_or_initialize(unet[0]).register_hook(ModelHook(), "users_own")  # there before

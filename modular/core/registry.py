@@ -1,4 +1,5 @@
-"""Which loop wrappers and loop blocks exist: the pack's own, user block files, diffusers custom-block folders.
+"""Which loop wrappers, loop blocks and pipeline steps exist: the pack's own, user block files, diffusers
+custom-block folders, and diffusers' own (found from source, imported when used).
 
 Only files installed on disk are ever imported. Discovery order is fixed (pack first, then each user
 folder in the order given, files sorted by name), so when two classes share a name the first one
@@ -13,32 +14,50 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from . import compat
-from .sampling import HOST_VALUES, PROVIDED_IN_LOOP, is_denoise_loop
 from .params import ParamSpec, component_specs, input_specs
 
-PACK_BLOCKS_PACKAGE = __package__ + ".blocks"
+PACK_BLOCKS_DIR = Path(__file__).parent.parent / "blocks"
+PACK_BLOCKS_PACKAGE = __package__.rsplit(".", 1)[0] + ".blocks"
 USER_MODULE_PREFIX = "modular_loops_user_blocks"
 
 
-@dataclass
 class BlockEntry:
-    """One discovered class: a loop wrapper (role "loop") or a loop block (role "block")."""
+    """One discovered class: a loop wrapper (role "loop"), a loop block ("block") or a pipeline step ("step": a leaf
+    block run once on a state, around a loop; diffusers' text encoders, set-timesteps, decoders, ...).
 
-    name: str
-    cls: type
-    role: str
-    origin: str  # "pack", "user" or "custom" (a diffusers custom-block folder)
-    source: str
+    `cls` is the class, or `load()` imports it the first time it is read (diffusers' own classes: importing their
+    modules pulls in diffusers' models, so they are found from source and loaded when a node needs them).
+    `group`: where the node library files it (diffusers' `<family>/<stage>`); `default_blocks`: a wrapper that
+    declares its own blocks (`block_classes`) and runs those when none are attached; `templated`: its untyped
+    inputs are typed by their defaults and diffusers' UI templates (`params.input_specs`)."""
+
+    def __init__(self, name: str, role: str, origin: str, source: str, cls: type | None = None,
+                 load: Callable[[], type] | None = None, group: str | None = None, default_blocks: bool = False,
+                 templated: bool = False):
+        if (cls is None) == (load is None):
+            raise ValueError(f"{name}: give the class or a way to load it, one of them")
+        self.name, self.role, self.origin, self.source = name, role, origin, source
+        self.group, self.default_blocks, self.templated = group, default_blocks, templated
+        self._cls, self._load = cls, load
+
+    def __repr__(self):
+        return f"BlockEntry({self.name!r}, {self.role!r}, {self.origin!r})"
 
     @property
+    def cls(self) -> type:
+        if self._cls is None:
+            self._cls = self._load()
+        return self._cls
+
+    @cached_property
     def prototype(self):
-        if "_prototype" not in self.__dict__:
-            self.__dict__["_prototype"] = self.cls()
-        return self.__dict__["_prototype"]
+        return self.cls()
 
     @property
     def description(self) -> str:
@@ -47,24 +66,24 @@ class BlockEntry:
         except NotImplementedError:
             return ""
 
+    @cached_property
+    def _input_specs(self) -> list[ParamSpec]:
+        params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
+        if self.templated:
+            return input_specs(params, templates=compat.ui_templates(), typed_by_default=True)
+        return input_specs(params)
+
     def input_specs(self) -> list[ParamSpec]:
         """The specs of its own declared inputs (`loop_inputs` of a wrapper), read once."""
-        if "_input_specs" not in self.__dict__:
-            params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
-            self.__dict__["_input_specs"] = input_specs(params)
-        return self.__dict__["_input_specs"]
+        return self._input_specs
+
+    @cached_property
+    def _component_specs(self) -> list[ParamSpec]:
+        p = self.prototype
+        return component_specs(p.loop_expected_components if self.role == "loop" else p.expected_components)
 
     def component_specs(self) -> list[ParamSpec]:
-        if "_component_specs" not in self.__dict__:
-            p = self.prototype
-            comps = p.loop_expected_components if self.role == "loop" else p.expected_components
-            self.__dict__["_component_specs"] = component_specs(comps)
-        return self.__dict__["_component_specs"]
-
-    @property
-    def is_denoise_loop(self) -> bool:
-        """A loop wrapper that walks a sampler's sigmas (see `modular/sampling.py`)."""
-        return self.role == "loop" and is_denoise_loop(s.name for s in self.input_specs())
+        return self._component_specs
 
     @property
     def family(self) -> str | None:
@@ -92,16 +111,6 @@ class Registry:
     def blocks(self) -> list[BlockEntry]:
         return [e for e in self.entries.values() if e.role == "block"]
 
-    def provided_in_loop(self, entry: BlockEntry) -> set[str]:
-        """The inputs of `entry` that the loop it runs in provides, so its node does not show them: a denoise
-        loop's host values; for a block of a denoise loop's family (the same `model_name`), those and
-        `denoised` (`sampling.PROVIDED_IN_LOOP`). Nothing for any other block: in a plain loop a block is
-        given what it reads (`latents` included)."""
-        if entry.role == "loop":
-            return set(HOST_VALUES) if entry.is_denoise_loop else set()
-        families = {loop.family for loop in self.loops() if loop.is_denoise_loop and loop.family is not None}
-        return set(PROVIDED_IN_LOOP) if entry.family in families else set()
-
     def add_module(self, module, origin: str, source: str):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__:
@@ -119,7 +128,7 @@ class Registry:
                     LoadProblem(source, f"{role} class '{name}' is already defined by {first.source}; this one is skipped")
                 )
             return
-        entry = BlockEntry(name=name, cls=cls, role=role, origin=origin, source=source)
+        entry = BlockEntry(name, role, origin, source, cls=cls, default_blocks=bool(compat.default_blocks(cls)))
         try:
             entry.input_specs(), entry.component_specs(), entry.description
         except Exception as e:  # a class whose declarations cannot be read cannot become a node
@@ -130,11 +139,10 @@ class Registry:
 
 def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry:
     """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder, then (with
-    `include_shipped`) diffusers' own loops, loop blocks and steps (`modular.shipped`, imported when used)."""
+    `include_shipped`) diffusers' own loops, loop blocks and steps (`add_shipped`)."""
     registry = Registry()
     if include_pack:
-        pack_dir = Path(__file__).parent / "blocks"
-        for path in sorted(pack_dir.glob("*.py")):
+        for path in sorted(PACK_BLOCKS_DIR.glob("*.py")):
             if path.name.startswith("_"):
                 continue
             module = importlib.import_module(f"{PACK_BLOCKS_PACKAGE}.{path.stem}")
@@ -142,9 +150,21 @@ def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry
     for folder in user_dirs:
         scan_folder(registry, Path(folder))
     if include_shipped:
-        from .shipped import add_shipped
-
         add_shipped(registry)
+    return registry
+
+
+def add_shipped(registry: Registry, root: Path | None = None) -> Registry:
+    """Add diffusers' own loops, loop blocks and steps (found from source, `pipelines.scan`; each imported when
+    used) to `registry`; a name the registry already has keeps its first owner."""
+    from ..pipelines.scan import scan
+
+    for found in scan(root):
+        if found.name not in registry.entries:
+            registry.entries[found.name] = BlockEntry(
+                found.name, found.role, "diffusers", f"diffusers/modular_pipelines/{found.family}/{found.stage}.py",
+                load=found.load, group=f"{found.family}/{found.stage}", default_blocks=found.default_blocks,
+                templated=True)
     return registry
 
 

@@ -33,7 +33,7 @@ class ValueSource:
 
 def copy_state(state) -> "compat.PipelineState":
     """A copy whose values can be changed in place without touching `state` (node outputs are cached)."""
-    return compat.copy_state(state, copy_value)
+    return compat.map_state(state, copy_value)
 
 
 def copy_value(value):

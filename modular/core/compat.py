@@ -1,4 +1,6 @@
-"""The one module that talks to diffusers' loop API (`LoopSequentialPipelineBlocks`).
+"""The one module that talks to diffusers' modular API: loops (`LoopSequentialPipelineBlocks`), blocks, pipeline
+states, and what the pack reads of a loaded pipeline that diffusers keeps private (its component specs, the hooks
+on its models, its table of schedulers).
 
 Everything version-specific about loops, blocks and pipeline states lives here, so that following upstream
 (e.g. its planned `IterativePipelineBlocks`) touches one file. One exception, by design: a block that
@@ -27,7 +29,7 @@ from diffusers.modular_pipelines import (
 from diffusers.modular_pipelines.modular_pipeline_utils import InsertableDict
 
 __all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class",
-           "state_values", "copy_state"]
+           "state_values", "map_state", "component_specs", "hook_names", "remove_hooks", "scheduler_names", "ui_templates"]
 
 _COMPOSITE = (SequentialPipelineBlocks, ConditionalPipelineBlocks, LoopSequentialPipelineBlocks)
 
@@ -90,16 +92,17 @@ def state_values(state) -> dict:
     return {} if state is None else state.values
 
 
-def copy_state(state, copy_value) -> PipelineState:
-    """A new `PipelineState` with `copy_value(v)` of each value of `state` and its kwargs_type groups."""
+def map_state(state, each) -> PipelineState:
+    """A new `PipelineState` with `each(v)` of each value of `state` (and of what it carries), its kwargs_type
+    groups and what made it; `map_state(state, lambda v: v)` is a shallow copy (`state.copy_state`: a deep one)."""
     new = PipelineState()
     if state is None:
         return new
     for key, value in state.values.items():
-        new.values[key] = copy_value(value)
+        new.values[key] = each(value)
     new.kwargs_mapping = {k: list(v) for k, v in state.kwargs_mapping.items()}
     if getattr(state, CARRIED, None):
-        setattr(new, CARRIED, {k: copy_value(v) for k, v in getattr(state, CARRIED).items()})
+        setattr(new, CARRIED, {k: each(v) for k, v in getattr(state, CARRIED).items()})
     if getattr(state, MADE_BY, None):
         setattr(new, MADE_BY, dict(getattr(state, MADE_BY)))
     return new
@@ -109,7 +112,7 @@ def snapshot(wrapper, state, block_state, copy_value, loop: str, blocks: list, s
     """The pipeline state a loop would leave if it ended now, mid-run: `state` (what the loop was seeded with)
     with the block state written back by diffusers' own `set_block_state`, as the wrapper does at its end. Values
     the loop wrote are copied (`copy_value`): the loop goes on changing its own; the others are shared."""
-    now = copy_state(state, lambda v: v)
+    now = map_state(state, lambda v: v)
     wrapper.set_block_state(now, block_state)
     for key, value in now.values.items():
         if value is not state.values.get(key):
@@ -212,3 +215,44 @@ def load_custom_block_class(folder) -> type:
     finally:
         diffusers_logging.set_verbosity(verbosity)
     return type(block)
+
+
+def component_specs(pipeline) -> dict:
+    """{name: ComponentSpec} of a loaded `ModularPipeline` (every component its blocks declare)."""
+    return pipeline._component_specs
+
+
+def hook_names(model) -> set:
+    """The names of the diffusers hooks (`diffusers.hooks.HookRegistry`) on `model` and its submodules."""
+    names = set()
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            names |= set(registry.hooks)
+    return names
+
+
+def remove_hooks(model, names):
+    """Remove the named diffusers hooks from `model` and its submodules."""
+    from diffusers.hooks import HookRegistry
+
+    registry = HookRegistry.check_if_exists_or_initialize(model)
+    for name in names:
+        registry.remove_hook(name, recurse=True)
+
+
+def scheduler_names() -> list[str]:
+    """diffusers' scheduler classes, by name, from its import table (nothing imported)."""
+    import diffusers
+
+    return sorted(n for n in getattr(diffusers, "_import_structure", {}).get("schedulers", []) if n.endswith("Scheduler"))
+
+
+def ui_templates() -> dict:
+    """diffusers' UI templates of standard pipeline parameters (its Mellon node templates: `prompt` is text,
+    `height` an int, ...), which type the untyped inputs of its blocks; {} where this diffusers has none."""
+    try:
+        from diffusers.modular_pipelines.mellon_node_utils import MELLON_PARAM_TEMPLATES
+    except ImportError:
+        return {}
+    return MELLON_PARAM_TEMPLATES

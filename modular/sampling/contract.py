@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import compat
-from .errors import LoopConfigError
-from .runner import BlockConfig, LoopResult, StepHooks, require_blocks, run_loop
+from ..core.errors import LoopConfigError
+from ..core.runner import BlockConfig, LoopResult, StepHooks, require_blocks, run_loop
 
 
 @dataclass(frozen=True)
@@ -68,46 +67,20 @@ CHECKED_OUTPUTS = ("latents", "denoised")
 DENOISE_NO_BLOCKS_HINT = "connect a prediction block and a step block"
 
 
-def is_denoise_loop(loop_input_names) -> bool:
-    return {"latents", "sigmas"} <= set(loop_input_names)
+def is_denoise_loop(entry) -> bool:
+    """A loop wrapper (a registry entry) that walks a sampler's sigmas: its loop inputs include latents and sigmas."""
+    return entry.role == "loop" and {"latents", "sigmas"} <= {s.name for s in entry.input_specs()}
 
 
-# What a denoise loop's state keeps when it leaves its host (to be saved, and resumed): not the host's callables.
-NOT_KEPT = ("denoiser", "denoiser_kwargs", "noise_sampler")
-
-
-def resumable(state, copy=True):
-    """A denoise loop's state without the host's callables (`NOT_KEPT`): what a state file holds. A copy (the host's
-    callables, the guided model among them, are never copied), or with `copy=False` the state itself, changed (one
-    that is this run's own already: a snapshot, the final state)."""
-    from .state import copy_state
-
-    kept = compat.copy_state(state, lambda v: v) if copy else state
-    for name in NOT_KEPT:
-        compat.state_values(kept).pop(name, None)
-    return copy_state(kept) if copy else kept
-
-
-def continued_schedule(state, sigmas, label: str):
-    """Where a run resumes `state`, a state a denoise loop stopped with: -> (the whole schedule so far, the step it
-    stopped at). `sigmas` are the rest of the schedule, from the sigma the state stopped at (KSampler: its sigmas
-    from start_step; SamplerCustomAdvanced: SplitSigmas' low_sigmas); the whole schedule is the state's own
-    sigmas before that step, then these, so that steps keep their numbers and a step block's history holds."""
-    import torch
-
-    step = compat.made_by(state).get("step")
-    saved = compat.state_values(state).get("sigmas")
-    if not isinstance(step, int) or not torch.is_tensor(saved) or saved.ndim != 1 or not 0 < step < len(saved):
-        raise LoopConfigError(
-            f"{label}: the state to resume is not one a denoise loop stopped with (it records no step and schedule; "
-            f"save the state output of a KSampler node, or use the file its save_every writes)")
-    stopped, first = float(saved[step]), float(sigmas[0])
-    if abs(stopped - first) > 1e-5 * max(abs(stopped), 1e-3):
-        raise LoopConfigError(
-            f"{label}: the state stopped at step {step}, sigma {stopped:.6g}, but the sigmas given start at {first:.6g}: "
-            f"give the rest of the same schedule from step {step} (KSampler: the same steps, scheduler and denoise, "
-            f"start_step {step}; SamplerCustomAdvanced: SplitSigmas at step {step}, its low_sigmas)")
-    return torch.cat([saved[:step].to(device=sigmas.device, dtype=sigmas.dtype), sigmas]), step
+def provided_in_loop(registry, entry) -> set[str]:
+    """The inputs of `entry` that the loop it runs in provides, so its node does not show them: a denoise loop's
+    host values; for a block of a denoise loop's family (the same `model_name`), those and `denoised`
+    (`PROVIDED_IN_LOOP`). Nothing for any other block: in a plain loop a block is given what it reads (`latents`
+    included)."""
+    if entry.role == "loop":
+        return set(HOST_VALUES) if is_denoise_loop(entry) else set()
+    families = {loop.family for loop in registry.loops() if is_denoise_loop(loop) and loop.family is not None}
+    return set(PROVIDED_IN_LOOP) if entry.family in families else set()
 
 
 def check_sigmas(sigmas, label: str):

@@ -9,7 +9,7 @@ import os
 from ..modular import describe, state_values
 from ..modular.state_files import SUFFIX, StateFileError, confined, load_state, read_info, save_state
 from .factory import CATEGORY
-from .values import ANY, STATE_TYPE
+from .widgets import ANY, STATE_TYPE
 
 
 class GetStateValue:

@@ -1,6 +1,6 @@
-"""Denoise loops inside ComfyUI's sampler machinery.
+"""Denoise loops inside ComfyUI's sampler machinery (`modular/sampling/`).
 
-A denoise loop (a loop wrapper over sigmas, `modular/sampling.py`) gets two generated nodes:
+A denoise loop (a loop wrapper over sigmas, `modular/sampling/contract.py`) gets two generated nodes:
 - `ModularSampler_<Class>`: a SAMPLER (`comfy.samplers.KSAMPLER`) for `SamplerCustomAdvanced` and
   every node that takes one. NOISE, GUIDER and SIGMAS stay ComfyUI's own.
 - `ModularKSampler_<Class>`: the all-in-one node with KSampler's inputs: KSampler's sigmas from
@@ -20,15 +20,16 @@ import comfy.samplers
 from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
 from ..modular import LoopConfigError, compat
-from ..modular.compat import made_by, set_made_by
-from ..modular.errors import loop_where
-from ..modular.sampling import DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, plan_denoise, resumable
-from ..modular.state import copy_value
+from ..modular.core.compat import made_by, set_made_by
+from ..modular.core.errors import loop_where
+from ..modular.core.state import copy_value
+from ..modular.sampling import (DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, is_denoise_loop, plan_denoise,
+                                provided_in_loop, resumable)
 from ..modular.state_files import Autosave
 from . import host
-from .factory import BlockSocketsNode, attached_blocks, block_sockets
-from .state_nodes import STATES_PREFIX, new_state_file, shown_name
-from .values import STATE_TYPE
+from .factory import BlockSocketsNode, attached_blocks, block_sockets, make_node
+from .state_files import STATES_PREFIX, new_state_file, shown_name
+from .widgets import STATE_TYPE
 
 log = logging.getLogger("modular_loops")
 
@@ -167,7 +168,7 @@ def on_device(state, like):
         there = value.to(like.device)
         return there.clone() if there is value else there
 
-    return compat.copy_state(state, moved)
+    return compat.map_state(state, moved)
 
 
 def host_noise_sampler(base, x, seed, flow):
@@ -311,9 +312,11 @@ def schedule(model, scheduler, steps, denoise):
     return BasicScheduler().get_sigmas(model, scheduler, steps, denoise)[0]
 
 
-def sampler_nodes(entry, make):
-    """{node id: (class, display name)} of the two nodes of a denoise loop (`make(base, nid)` builds one)."""
-    return {
-        f"ModularSampler_{entry.name}": (make(SamplerNode, f"ModularSampler_{entry.name}"), f"{entry.name} Sampler"),
-        f"ModularKSampler_{entry.name}": (make(KSamplerNode, f"ModularKSampler_{entry.name}"), f"{entry.name} KSampler"),
-    }
+def entry_nodes(entry, registry) -> dict | None:
+    """{node id: (class, display name)} of the two nodes of a denoise loop; None for any other entry."""
+    if not is_denoise_loop(entry):
+        return None
+    hidden = provided_in_loop(registry, entry)
+    return {f"{kind}_{entry.name}": (make_node(entry, base, f"{kind}_{entry.name}", hidden), f"{entry.name} {shown}")
+            for kind, base, shown in (("ModularSampler", SamplerNode, "Sampler"),
+                                      ("ModularKSampler", KSamplerNode, "KSampler"))}

@@ -1,0 +1,110 @@
+"""One run of diffusers' own blocks across nodes: the components it sees (the pipeline's, with the run's own
+scheduler and guider carried in the state), one pipeline step run on a state, and guidance checked before a loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core import compat
+from ..core.errors import LoopConfigError, LoopError, loop_where
+from ..core.state import ValueSource, seed_state
+
+
+RUN_COMPONENTS = ("scheduler", "guider")
+
+
+class RunComponents:
+    """The components one run sees: the pipeline's, except its scheduler and guider, which keep per-run state
+    (`set_timesteps`, the guider's step): those are the run's own, carried in the pipeline state from node to
+    node as diffusers' one pipeline call keeps them (`compat.carried`), fresh from the pipeline's config where
+    the state has none yet, or `given` (e.g. a guider node's). The pipeline itself, a cached node output shared
+    by runs, is never changed."""
+
+    def __init__(self, pipeline, given: dict | None = None):
+        self._pipeline = pipeline
+        self._given = {k: v for k, v in (given or {}).items() if v is not None}
+        self._own = dict(self._given)
+        self._hooks_before = {name: compat.hook_names(model) for name, model in self._denoisers()}
+
+    def _denoisers(self):
+        for name in DENOISERS:
+            model = getattr(self._pipeline, name, None)
+            if model is not None and hasattr(model, "modules"):
+                yield name, model
+
+    def bind_state(self, state):
+        """Take the run's scheduler and guider from `state` (the one this node runs on), and carry them on in it."""
+        carried = compat.carried(state)
+        for name in RUN_COMPONENTS:
+            if name in self._given:
+                carried[name] = self._given[name]
+            elif carried.get(name) is None:
+                base = getattr(self._pipeline, name, None)
+                if base is not None and hasattr(type(base), "from_config"):
+                    carried[name] = type(base).from_config(base.config)
+            if carried.get(name) is not None:
+                self._own[name] = carried[name]
+
+    def guider_for(self, state):
+        """The guider a run on `state` will use (given, carried in the state, or the pipeline's)."""
+        return self._given.get("guider") or compat.carried(state).get("guider") or getattr(self._pipeline, "guider", None)
+
+    def __getattr__(self, name):
+        own = self.__dict__.get("_own", {})
+        if name in own:
+            return own[name]
+        return getattr(self.__dict__["_pipeline"], name)
+
+    def cleanup(self):
+        """Remove the hooks put on the denoising model during this node's run (a guider's: PAG, SLG, SEG install
+        them per step and remove them themselves only when the step ends normally), also after a failed step:
+        the pipeline is shared by later runs."""
+        for name, model in self._denoisers():
+            added = compat.hook_names(model) - self._hooks_before.get(name, set())
+            if added:
+                compat.remove_hooks(model, added)
+
+
+DENOISERS = ("unet", "transformer")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: object
+    notes: list
+
+
+def run_step(block_cls, values: dict, state=None, components=None, node=None) -> StepResult:
+    """Run one pipeline block (a step around a loop) on a copy of `state`, seeded with the `values` given on its
+    node (node values > incoming state > defaults, as for loops)."""
+    label = loop_where(block_cls.__name__, node)
+    block = block_cls()
+    seeded, notes = seed_state(block, [ValueSource(f"the step {label}", block.inputs, dict(values), node)],
+                               initial=state, loop_label=label)
+    if hasattr(components, "bind_state"):
+        components.bind_state(seeded)
+    try:
+        _, out = block(components, seeded)
+    except LoopError:
+        raise
+    except Exception as e:
+        raise LoopError(f"{label}: the step failed: {type(e).__name__}: {e}", block_node=node) from e
+    return StepResult(out, notes)
+
+
+def check_guidance(guider, state, label: str):
+    """A clear error, before the loop, for a guider that guides with an unconditional (negative) prediction when
+    the state holds the prompt's embeddings but no negative ones (diffusers' own loops crash deep inside the
+    model there, SDXL's, or silently run the positive twice, SD3's): the text encoder step had no negative prompt
+    where its family needs one, or ran with a guider that needed none."""
+    if guider is None or getattr(guider, "num_conditions", 1) <= 1:
+        return
+    values = compat.state_values(state)
+    positives = [k for k in values if k.endswith("prompt_embeds") and not k.startswith("negative_")]
+    missing = [k for k in positives if values.get(f"negative_{k}") is None]
+    if positives and len(missing) == len(positives):
+        raise LoopConfigError(
+            f"{label}: the guider ({type(guider).__name__}) needs negative embeddings, but the state has "
+            f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: give the text encoder step a "
+            f"negative prompt (some families encode none without one), and the guider this loop uses (one that "
+            f"needs none, e.g. with a guidance scale of 1, encodes none)")

@@ -1,0 +1,160 @@
+"""diffusers' own blocks: the loop wrappers, loop blocks and steps it ships in its model families
+(`diffusers/modular_pipelines/<family>/<stage>.py`), and its guiders (`diffusers/guiders/*.py`), found without
+importing them.
+
+Importing those modules pulls in diffusers' models and takes seconds, so discovery reads their source with the
+standard library's `ast` (exactly, importing nothing): a class is a loop wrapper, a leaf block or neither by the
+same rule as `compat.role_of`, applied to the module's class statements (bases resolved within it). Each class is
+imported the first time a node needs its declarations (`ShippedClass.load`, the entry's `load`). A core test
+checks, for every module, that the source reading agrees with `compat.role_of` on the imported classes.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = "diffusers.modular_pipelines"
+# Modules of a family that hold no blocks of their own (compositions, the pipeline class, helpers).
+NOT_BLOCKS = ("__init__", "modular_pipeline", "constants", "image_processor")
+LOOP_BASE = "LoopSequentialPipelineBlocks"
+LEAF_BASE = "ModularPipelineBlocks"
+COMPOSITES = ("SequentialPipelineBlocks", "AutoPipelineBlocks", "ConditionalPipelineBlocks", LOOP_BASE)
+
+
+def package_dir(package: str = PACKAGE) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+
+
+@dataclass(frozen=True)
+class ShippedClass:
+    family: str  # the folder, e.g. "stable_diffusion_xl"
+    stage: str  # the module, e.g. "denoise", "before_denoise", "encoders"
+    name: str
+    role: str  # "loop", "block" (a loop block, in denoise.py) or "step" (any other leaf block)
+    default_blocks: bool  # a wrapper with its own `block_classes`: it runs those when none are attached
+
+    @property
+    def module(self) -> str:
+        return f"{PACKAGE}.{self.family}.{self.stage}"
+
+    def load(self) -> type:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+@dataclass(frozen=True)
+class ClassStatement:
+    """What a module's source says of one top-level class."""
+
+    bases: tuple  # the base names as written, last part only (`mod.Base[...]` -> "Base")
+    calls: bool  # defines `__call__`
+    block_classes: bool  # assigns `block_classes` in its body
+
+
+def _base_name(node) -> str | None:
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def class_statements(path: Path) -> dict[str, ClassStatement]:
+    """{name: ClassStatement} of every top-level class statement of the module at `path` (its source parsed)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        calls = any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == "__call__" for s in node.body)
+        assigned = [t for s in node.body if isinstance(s, ast.Assign) for t in s.targets]
+        assigned += [s.target for s in node.body if isinstance(s, ast.AnnAssign)]
+        blocks = any(isinstance(t, ast.Name) and t.id == "block_classes" for t in assigned)
+        bases = tuple(n for n in map(_base_name, node.bases) if n)
+        found[node.name] = ClassStatement(bases, calls, blocks)
+    return found
+
+
+def scan_module(path: Path, family: str) -> list[ShippedClass]:
+    """The loop wrappers and leaf blocks a module defines, read from its source (class statements, their bases
+    within the module, whether they define `__call__` or set `block_classes`)."""
+    classes = class_statements(path)
+    memo: dict[str, tuple[str | None, bool, bool]] = {}
+
+    def kind(name: str, seen=()):
+        """-> (root base: LOOP_BASE / LEAF_BASE / a composite / None, has a __call__ of its own or of a base in
+        the module, has block_classes)."""
+        if name in memo:
+            return memo[name]
+        if name not in classes or name in seen:
+            return (name if name in (LEAF_BASE, *COMPOSITES) else None), False, False
+        statement = classes[name]
+        root, call, blocks = None, statement.calls, statement.block_classes
+        for base in statement.bases:
+            b_root, b_call, b_blocks = kind(base, (*seen, name))
+            if b_root is not None and root is None:
+                root = b_root
+                call = call or (b_call and base in classes)
+                blocks = blocks or b_blocks
+        memo[name] = (root, call, blocks)
+        return memo[name]
+
+    stage = path.stem
+    found = []
+    for name in classes:
+        root, call, blocks = kind(name)
+        if root == LOOP_BASE and call:
+            found.append(ShippedClass(family, stage, name, "loop", blocks))
+        elif root == LEAF_BASE and call:
+            found.append(ShippedClass(family, stage, name, "block" if stage == "denoise" else "step", False))
+    return found
+
+
+def scan(root: Path | None = None) -> list[ShippedClass]:
+    """Every shipped loop wrapper and leaf block, family by family, module by module (sorted)."""
+    root = root or package_dir()
+    if root is None:
+        return []
+    found = []
+    for family in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        for path in sorted(family.glob("*.py")):
+            if path.stem in NOT_BLOCKS or path.stem.startswith("modular_blocks"):
+                continue
+            found.extend(scan_module(path, family.name))
+    return found
+
+
+GUIDERS_PACKAGE = "diffusers.guiders"
+GUIDER_BASE = "BaseGuidance"
+
+
+@dataclass(frozen=True)
+class ShippedGuider:
+    """A guider class diffusers ships (`diffusers/guiders/<module>.py`), found without importing it."""
+
+    module: str
+    name: str
+
+    def load(self) -> type:
+        return getattr(importlib.import_module(f"{GUIDERS_PACKAGE}.{self.module}"), self.name)
+
+
+def scan_guiders(root: Path | None = None) -> list[ShippedGuider]:
+    """Every concrete guider: a class of `diffusers/guiders/*.py` whose bases lead to BaseGuidance."""
+    root = root or package_dir(GUIDERS_PACKAGE)
+    if root is None:
+        return []
+    found = []
+    for path in sorted(root.glob("*.py")):
+        classes = {name: s.bases for name, s in class_statements(path).items()}
+
+        def derives(name, seen=()):
+            return any(b == GUIDER_BASE or (b in classes and b not in seen and derives(b, (*seen, name)))
+                       for b in classes.get(name, ()))
+
+        found.extend(ShippedGuider(path.stem, name) for name in classes if name != GUIDER_BASE and derives(name))
+    return found
