@@ -69,9 +69,12 @@ def test_registry_metadata_is_filled_in():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     comfy = project["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"]
-    assert re.fullmatch(r">=0\.3\.64,<\S+", comfy["requires-comfyui"].replace(" ", ""))
+    # Lower bounds only (tested releases in docs/compatibility.md): an upper bound marks every later ComfyUI or
+    # frontend incompatible in ComfyUI-Manager.
+    assert comfy["requires-comfyui"].replace(" ", "") == ">=0.3.64"
     frontend = [d for d in project["project"]["dependencies"] if d.startswith("comfyui-frontend-package")]
-    assert frontend and ">=1.27.10" in frontend[0]
+    assert [d.replace(" ", "") for d in frontend] == ["comfyui-frontend-package>=1.27.10"]
+    assert not [d for d in project["project"]["dependencies"] if re.search(r"<|==|~=", d)]
     assert "torch" not in " ".join(project["project"]["dependencies"]).replace("comfyui", "")
     icon = comfy["Icon"]
     assert icon.startswith("https://") and icon.split("/main/", 1)[-1] in published_files()
