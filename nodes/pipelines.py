@@ -172,8 +172,8 @@ class DiffusersScheduler:
         options = given_parameters("Diffusers Scheduler", [SCHEDULER_OPTIONS], kwargs).get("options", {})
         reason = check_value(SCHEDULER_OPTIONS, options)
         if reason:
-            raise LoopConfigError(f"Diffusers Scheduler: options: {reason}; write a JSON object, e.g. "
-                                  f"{{\"timestep_spacing\": \"trailing\"}}")
+            raise LoopConfigError(f"Diffusers Scheduler: options must be a JSON object, e.g. "
+                                  f"{{\"timestep_spacing\": \"trailing\"}} ({reason})")
         config = SchedulerConfig(scheduler, options)
         config.make()  # an unknown class or a bad option is this node's error
         return (config,)
