@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ..modular import NOT_GIVEN, parse_json_widget
+from ..modular.core.params import UNSET
 
 BLOCK_TYPE = "LOOP_BLOCK"
 STATE_TYPE = "PIPELINE_STATE"
@@ -50,32 +51,46 @@ def _number_default(declared, opts, kind):
 
 
 SEED_MAX = 0xFFFFFFFF  # as diffusers' UI seed template
+MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION, the most its own size widgets take (a host test pins it)
+SIZES = ("height", "width")
+
+
+def _unset_text(spec) -> str:
+    """The tooltip line that says which widget value means "not given"."""
+    if UNSET not in spec.options:
+        return ""
+    unset = spec.options[UNSET]
+    if spec.kind == "seed":
+        return "A seed for a new torch.Generator; -1: the incoming state's generator."
+    shown = "Empty" if unset == "" else f"At {json.dumps(unset)}"
+    if spec.default is None:
+        return f"{shown}: not given (the incoming state's value, else the block's default)."
+    return f"{shown}: not given (the incoming state's value, else {json.dumps(spec.default)}); another value is given."
 
 
 def widget_entry(spec):
     """The INPUT_TYPES entry of a widget-backed spec, or None for socket-only kinds."""
     opts = dict(spec.options)
-    d = spec.default
-    zero = "0: not given (the incoming state's value, else the block's default)." if opts.get("zero_is_none") else ""
+    d = opts.get(UNSET, spec.default)
+    unset = _unset_text(spec)
     if spec.kind == "int":
-        return ("INT", {"default": _number_default(d, opts, int), "min": opts.get("min", -INT_LIMIT),
-                        "max": opts.get("max", INT_LIMIT), "step": opts.get("step", 1), "tooltip": _tooltip(spec, zero)})
+        most = opts.get("max", MAX_RESOLUTION if spec.name in SIZES else INT_LIMIT)
+        return ("INT", {"default": _number_default(d, opts, int), "min": opts.get("min", -INT_LIMIT), "max": most,
+                        "step": opts.get("step", 1), "tooltip": _tooltip(spec, unset)})
     if spec.kind == "float":
         return ("FLOAT", {"default": _number_default(d, opts, float), "min": opts.get("min", -1e9),
                           "max": opts.get("max", 1e9), "step": opts.get("step", 0.01), "round": False,
-                          "tooltip": _tooltip(spec, zero)})
+                          "tooltip": _tooltip(spec, unset)})
     if spec.kind == "bool":
-        return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec)})
+        return ("BOOLEAN", {"default": bool(d), "tooltip": _tooltip(spec, unset)})
     if spec.kind == "str" and opts.get("choices"):
         choices = [str(c) for c in opts["choices"]]
-        return (choices, {"default": str(d) if d in choices else choices[0], "tooltip": _tooltip(spec)})
+        return (choices, {"default": str(d) if d in choices else choices[0], "tooltip": _tooltip(spec, unset)})
     if spec.kind == "str":
-        extra = "Empty: not given (the incoming state's value, else the block's default)." if opts.get("empty_is_none") else ""
         return ("STRING", {"default": "" if d is None else str(d), "multiline": bool(opts.get("multiline")),
-                           "tooltip": _tooltip(spec, extra)})
+                           "tooltip": _tooltip(spec, unset)})
     if spec.kind == "seed":
-        return ("INT", {"default": -1, "min": -1, "max": SEED_MAX,
-                        "tooltip": _tooltip(spec, "A seed for a new torch.Generator; -1: the incoming state's generator.")})
+        return ("INT", {"default": -1, "min": -1, "max": SEED_MAX, "tooltip": _tooltip(spec, unset)})
     if spec.kind == "json":
         shown = "none" if d is None else json.dumps(d, default=repr)
         hint = (f"JSON. Empty: taken from the incoming state, else the default ({shown}). "
@@ -116,8 +131,18 @@ def json_widget_names(specs) -> list[str]:
     return [s.name for s in specs if s.kind == "json"]
 
 
+def is_unset(spec, value) -> bool:
+    """Whether a widget's value means "not given" (`options["unset"]`: a seed's -1, the default of a value of a
+    diffusers pipeline call, empty text / 0 where it has no default)."""
+    if UNSET not in spec.options:
+        return False
+    unset = spec.options[UNSET]
+    return isinstance(value, bool) == isinstance(unset, bool) and value == unset
+
+
 def given_values(specs, kwargs, component_specs=()) -> dict:
-    """The values a node gives: typed widgets always, JSON widgets when not empty, links when connected."""
+    """The values a node gives: typed widgets unless they hold their unset value, JSON widgets when not empty,
+    links when connected."""
     links = link_sockets(specs, component_specs)
     values = {}
     for spec in specs:
@@ -131,9 +156,8 @@ def given_values(specs, kwargs, component_specs=()) -> dict:
                 values[spec.name] = parsed
         elif spec.name in kwargs and kwargs[spec.name] is not None:
             value = kwargs[spec.name]
-            if ((spec.kind == "seed" and value == -1) or (spec.options.get("empty_is_none") and value == "")
-                    or (spec.options.get("zero_is_none") and value == 0)):
-                continue  # not given
+            if is_unset(spec, value):
+                continue  # not given: the state's value, else the block's default
             values[spec.name] = state_value(spec, value)
     return values
 

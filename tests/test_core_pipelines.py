@@ -11,6 +11,7 @@ import types
 import pytest
 import torch
 
+from conftest import import_pack_module
 from modular import compat, copy_state
 from modular.core.params import input_specs
 from modular.core.state import seed_state, ValueSource
@@ -97,11 +98,55 @@ def test_diffusers_ui_templates_type_untyped_inputs():
         InputParam("prompt"), InputParam("height"), InputParam("generator"), InputParam("output_type", default="pil"),
         InputParam("batch_size", type_hint=int, required=True), InputParam("num_inference_steps", default=50)],
         templates=compat.ui_templates(), typed_by_default=True)}
-    assert specs["prompt"].kind == "str" and specs["prompt"].options["empty_is_none"] and specs["prompt"].options["multiline"]
-    assert specs["height"].kind == "int" and specs["height"].options["zero_is_none"]  # 0: the state's value
-    assert specs["generator"].kind == "seed"
-    assert specs["output_type"].kind == "str" and specs["num_inference_steps"].kind == "int"
+    assert specs["prompt"].kind == "str" and specs["prompt"].options["unset"] == "" and specs["prompt"].options["multiline"]
+    assert specs["height"].kind == "int" and specs["height"].options["unset"] == 0  # 0: the state's value
+    assert specs["generator"].kind == "seed" and specs["generator"].options["unset"] == -1
+    assert specs["output_type"].kind == "str" and specs["output_type"].options["choices"] == ["np", "pil", "pt"]
+    assert specs["num_inference_steps"].kind == "int" and specs["num_inference_steps"].options["unset"] == 50
     assert specs["batch_size"].kind == "object"  # an earlier step writes it: a socket, never a widget's 0
+
+
+def test_a_call_value_is_given_once_and_read_from_the_state_after():
+    # diffusers' pipe(num_images_per_prompt=2) sets it once; every block reads it from the state. A step node's
+    # widget at its declared default is not given, so it does not put back 1 after an earlier node gave 2.
+    from diffusers.modular_pipelines import InputParam
+
+    widgets = import_pack_module("nodes.widgets")
+    declared = [InputParam("num_images_per_prompt", default=1), InputParam("strength", default=0.3),
+                InputParam("use_kv_cache", default=True), InputParam("output_type", default="pil"),
+                InputParam("prompt", type_hint=str), InputParam("height", type_hint=int),
+                InputParam("generator", type_hint=torch.Generator)]
+    specs = input_specs(declared, templates=compat.ui_templates(), typed_by_default=True)
+    unset = {"num_images_per_prompt": 1, "strength": 0.3, "use_kv_cache": True, "output_type": "pil", "prompt": "",
+             "height": 0, "generator": -1}
+    assert widgets.given_values(specs, unset) == {}
+    given = {"num_images_per_prompt": 2, "strength": 0.5, "use_kv_cache": False, "output_type": "pt",
+             "prompt": "a cat", "height": 64, "generator": 3}
+    values = widgets.given_values(specs, given)
+    assert set(values) == set(given) and values["num_images_per_prompt"] == 2 and values["use_kv_cache"] is False
+    assert values["generator"] == 3  # a seed: the state gets a seeded torch.Generator (params.to_state_value)
+    # Every widget starts at its unset value, and says so.
+    for spec in specs:
+        kind, opts = widgets.widget_entry(spec)
+        assert opts["default"] == (-1 if spec.kind == "seed" else unset[spec.name]), spec.name
+        assert "not given" in opts["tooltip"] or "-1: the incoming state's" in opts["tooltip"], spec.name
+    # Without the rule (a pack's or a user's block), a widget is always given.
+    plain = input_specs([InputParam("num_images_per_prompt", type_hint=int, default=1)])
+    assert widgets.given_values(plain, {"num_images_per_prompt": 1}) == {"num_images_per_prompt": 1}
+
+
+def test_call_values_have_sane_limits():
+    from diffusers.modular_pipelines import InputParam
+
+    widgets = import_pack_module("nodes.widgets")
+    specs = {s.name: s for s in input_specs([
+        InputParam("num_images_per_prompt", default=1), InputParam("num_inference_steps", default=50),
+        InputParam("height"), InputParam("width", type_hint=int, default=1024), InputParam("num_frames", default=81),
+        InputParam("num_reference_images", default=0)], templates=compat.ui_templates(), typed_by_default=True)}
+    limits = {name: (o["min"], o["max"]) for name, (_, o) in ((n, widgets.widget_entry(s)) for n, s in specs.items())}
+    assert limits["num_images_per_prompt"] == (1, 4096) and limits["num_inference_steps"][0] == 1
+    assert limits["height"] == (0, widgets.MAX_RESOLUTION) and limits["width"][1] == widgets.MAX_RESOLUTION
+    assert limits["num_frames"][0] == 1 and limits["num_reference_images"][0] == 0
 
 
 def test_a_seed_given_for_generator_is_a_seeded_generator_and_copies_step_apart():

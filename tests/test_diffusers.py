@@ -69,11 +69,12 @@ class Chain:
             node.set(pipeline=self.pipeline)
         return node
 
-    def against_diffusers(self, guider="", guider_params=None, scheduler=""):
-        """max |diff| of the chain's image and diffusers' own run, shown by `self.diff`."""
+    def against_diffusers(self, guider="", guider_params=None, scheduler="", **call):
+        """max |diff| of the chain's image and diffusers' own run (`call`: more keyword arguments of its pipe()),
+        shown by `self.diff`."""
         ref = self.graph.node("MLTest_DiffusersReference", folder=self.folder, prompt=PROMPT, steps=STEPS, seed=SEED,
                               height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}),
-                              scheduler=scheduler, negative_prompt=self.negative_prompt)
+                              scheduler=scheduler, negative_prompt=self.negative_prompt, call=json.dumps(call))
         self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
         return self
 
@@ -146,6 +147,36 @@ def test_sdxl_node_chain_equals_diffusers_own_pipeline(server, info):
     result, run = SDXLChain(info).against_diffusers().result(server)
     assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
     assert result["max_abs_diff"] <= TOL, result
+
+
+def test_a_batch_given_once_equals_diffusers_pipe_with_it(server, info):
+    # pipe(num_images_per_prompt=2) takes it once and every block reads it from the state. Given on the input step
+    # only, the later steps that declare it too (prepare latents, additional conditioning) show it at their
+    # default and so read the state's 2, as diffusers' blocks do; a value set there would be an explicit override.
+    chain = SDXLChain(info)
+    chain.steps["InputStep"].set(num_images_per_prompt=2)
+    result, run = chain.against_diffusers(num_images_per_prompt=2).result(server)
+    assert result["finite"] and result["shape"] == [2, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+    latents = info["ModularStep_StableDiffusionXLPrepareLatentsStep"]["input"]["required"]["num_images_per_prompt"]
+    assert latents[1]["default"] == 1 and latents[1]["min"] == 1 and "not given" in latents[1]["tooltip"]
+
+
+def test_call_values_have_limits_a_shared_workflow_cannot_pass(server, info):
+    # A size past ComfyUI's own limit, 0 or negative steps and batches: refused by ComfyUI's validation, before
+    # anything is allocated or run.
+    host_max = info["EmptyLatentImage"]["input"]["required"]["width"][1]["max"]
+    latents = info["ModularStep_StableDiffusionXLPrepareLatentsStep"]["input"]["required"]
+    assert latents["height"][1]["max"] == latents["width"][1]["max"] == host_max  # nodes.MAX_RESOLUTION
+    steps = info["ModularStep_StableDiffusionXLSetTimestepsStep"]["input"]["required"]["num_inference_steps"]
+    assert steps[1]["min"] == 1
+    for step, value in (("PrepareLatentsStep", {"height": 10 ** 7}), ("SetTimestepsStep", {"num_inference_steps": -3}),
+                        ("InputStep", {"num_images_per_prompt": -1})):
+        chain = SDXLChain(info)
+        chain.steps[step].set(**value)
+        with pytest.raises(ValidationError) as e:
+            server.run(chain.graph)
+        assert str(chain.steps[step].id) in str(e.value) and next(iter(value)) in str(e.value), e.value
 
 
 def test_sd3_node_chain_equals_diffusers_own_pipeline(server, info):

@@ -10,11 +10,11 @@ A spec's `kind` says how a host shows the input:
   seed given becomes a seeded CPU `torch.Generator` in the state (`to_state_value`), none given keeps the
   incoming state's generator.
 Widget limits come from `InputParam.metadata` keys "min", "max", "step"; a "choices" list makes a
-str input a drop-down of those values. `templates` (diffusers' UI templates of standard parameters, e.g.
-`prompt` is text, `height` an int from 64) type an untyped input by its name; a typed widget so made
-with no declared default gives nothing while empty (text, `options["empty_is_none"]`) or 0 (a number,
-`options["zero_is_none"]`): the incoming state's value is used, else the block's own default (diffusers'
-`None`: e.g. the pipeline's default height).
+str input a drop-down of those values. `options["unset"]`: the widget value that means "not given" (the
+incoming state's value is used, else the block's own default): -1 for a seed, and for diffusers' own blocks
+(`typed_by_default`) their declared default, or empty text / 0 where they declare none. `templates` (diffusers'
+UI templates of standard parameters, e.g. `prompt` is text, `height` an int from 64) type those blocks' inputs
+by name.
 """
 
 from __future__ import annotations
@@ -71,15 +71,20 @@ def kind_of(hint) -> str:
     return "object"
 
 
-TEMPLATE_TYPES = {"string": str, "int": int, "float": float, "boolean": bool, "bool": bool}
+TEMPLATE_TYPES = {"string": str, "int": int, "float": float, "boolean": bool, "bool": bool, "dropdown": str}
 SEED_NAME = "generator"
+# Counts that are 1 or more wherever diffusers reads them (0 images, 0 steps crash or run nothing); the most a
+# widget takes, as ComfyUI's own nodes cap them (EmptyLatentImage's batch_size, KSampler's steps).
+COUNTS = {"num_images_per_prompt": 4096, "num_videos_per_prompt": 4096, "batch_size": 4096,
+          "num_inference_steps": 10000, "num_frames": 10000}
+UNSET = "unset"  # options key: the widget value that means "not given"
 
 
 def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpec]:
-    """Specs for `InputParam`s; params without a name (kwargs_type groups) have no widget. `typed_by_default`: an
-    untyped input whose default is an int, float, bool or str gets that type's widget (diffusers' shipped blocks
-    leave many inputs untyped, e.g. `output_type="pil"`), and a typed one with no default at all is a socket:
-    it is a value an earlier step writes into the state (`batch_size`), which a widget would always override."""
+    """Specs for `InputParam`s; params without a name (kwargs_type groups) have no widget.
+
+    `typed_by_default` (diffusers' own blocks, which take each value of a pipeline call once, from the state, and
+    leave many inputs untyped): `_call_value` below. Without it, a widget's value is always given."""
     specs = []
     for p in params:
         if not p.name:
@@ -87,37 +92,58 @@ def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpe
         meta = p.metadata or {}
         options = {k: meta[k] for k in ("min", "max", "step", "choices") if k in meta}
         hint, kind = p.type_hint, kind_of(p.type_hint)
-        template = (templates or {}).get(p.name)
-        if p.name == SEED_NAME and hint is None:
+        if p.name == SEED_NAME and (hint is None or typed_by_default):
             kind = "seed"
-        elif hint is None and typed_by_default and type(p.default) in WIDGET_KINDS:
-            hint = type(p.default)
-            kind = WIDGET_KINDS[hint]
-        elif hint is None and template and template.get("type") in TEMPLATE_TYPES:
-            hint = TEMPLATE_TYPES[template["type"]]
-            kind = kind_of(hint)
-            options = {**{k: template[k] for k in ("min", "max", "step") if k in template}, **options}
-            if template.get("display") == "textarea":
-                options["multiline"] = True
-            if p.default is None and kind == "str":
-                options["empty_is_none"] = True
-            elif p.default is None and kind in ("int", "float"):
-                options.update(zero_is_none=True, min=0)  # 0: not given (the state's value, else diffusers' default)
-        if (typed_by_default and kind in WIDGET_KINDS.values() and p.default is None
-                and not options.get("empty_is_none") and not options.get("zero_is_none")):
-            kind = "object"  # a value an earlier step writes (batch_size, num_inference_steps): a socket, not a widget
-        specs.append(
-            ParamSpec(
-                name=p.name,
-                kind=kind,
-                type_hint=hint,
-                default=p.default,
-                required=bool(p.required),
-                description=p.description or "",
-                options=options,
-            )
-        )
+            options[UNSET] = -1
+        elif typed_by_default:
+            hint, kind, options = _call_value(p, hint, (templates or {}).get(p.name), options)
+        specs.append(ParamSpec(name=p.name, kind=kind, type_hint=hint, default=p.default, required=bool(p.required),
+                               description=p.description or "", options=options))
     return specs
+
+
+def _call_value(p, hint, template, options):
+    """(type hint, kind, options) of an input of one of diffusers' blocks, a value of the pipeline call that every
+    block reads from the state (diffusers' `pipe(num_images_per_prompt=2)` sets it once):
+    - typed by its literal default where it has no type (`output_type="pil"` is a str), else by diffusers' UI
+      template of that name (`prompt` is text, `height` an int from 64, `output_type` a choice), whose limits,
+      step and choices it takes;
+    - a widget that is *not given* while it holds `options["unset"]`: its declared default (the block then reads
+      the state's value, else applies that same default), or, with no default, empty text / 0 (the state's value,
+      else diffusers' `None`: e.g. the pipeline's default height); any other value is given, and overrides the
+      state's from that node on;
+    - a typed input with no default and no template is a socket: a value an earlier step writes (`batch_size`);
+    - counts are 1 or more (`COUNTS`), other ints with a default of 0 or more are not negative."""
+    template = template or {}
+    if hint is None and type(p.default) in WIDGET_KINDS:
+        hint = type(p.default)
+    elif hint is None and template.get("type") in TEMPLATE_TYPES:
+        hint = TEMPLATE_TYPES[template["type"]]
+    kind = kind_of(hint)
+    if kind not in WIDGET_KINDS.values():
+        return hint, kind, options
+    if kind in ("int", "float") and template.get("type") in ("int", "float"):
+        options = {**{k: template[k] for k in ("min", "max", "step") if k in template}, **options}
+    if kind == "str" and template.get("type") == "dropdown" and "choices" not in options:
+        options["choices"] = list(template.get("options") or []) or None
+    if template.get("display") == "textarea":
+        options["multiline"] = True
+    if kind == "int" and p.name in COUNTS:
+        options = {"min": 1, "max": COUNTS[p.name], **options}
+    elif kind == "int" and isinstance(p.default, int) and p.default >= 0:
+        options.setdefault("min", 0)
+    if p.default is not None:
+        options[UNSET] = p.default
+    elif template and kind == "str":
+        options[UNSET] = ""
+    elif template and kind in ("int", "float"):
+        options[UNSET] = 0 if kind == "int" else 0.0
+        options["min"] = min(options.get("min", 0), 0)  # 0: not given
+    else:
+        return hint, "object", options
+    if not options.get("choices"):
+        options.pop("choices", None)
+    return hint, kind, options
 
 
 def to_state_value(name: str, value):
