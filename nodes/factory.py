@@ -25,7 +25,7 @@ from .widgets import BLOCK_TYPE, STATE_TYPE
 CATEGORY = "Modular Loops"
 MAX_BLOCKS = 16
 BLOCK_SOCKET = re.compile(r"block_(\d+)")
-NODE_KINDS = {"loop": "ModularLoop", "block": "ModularBlock", "step": "ModularStep"}
+NODE_KINDS = {"loop": "ModularLoop", "block": "ModularBlock", "step": "ModularStep", "workflow": "ModularWorkflow"}
 log = logging.getLogger("modular_loops")
 
 

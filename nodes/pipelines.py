@@ -16,7 +16,7 @@ from ..modular.core.errors import loop_where
 from ..modular.core.params import ParamSpec
 from ..modular.pipelines.latents import from_host_latent, to_host_latent
 from ..modular.pipelines.load import INDEX_FILES, load_pipeline
-from ..modular.pipelines.run import RunComponents, check_guidance, run_step
+from ..modular.pipelines.run import RunComponents, check_guidance, run_step, run_workflow
 from ..modular.pipelines.scan import scan_guiders
 from . import widgets
 from .factory import CATEGORY as PACK_CATEGORY, BlockNode, DeclaredNode, LoopNode, make_node, node_id
@@ -369,10 +369,48 @@ class PipelineStepNode(PipelineNode):
         return (result.state,)
 
 
+class PipelineWorkflowNode(PipelineNode):
+    """A family's Auto blocks (the blocks diffusers' `pipe(...)` runs) with a choice of its named workflows: runs
+    diffusers' own chain for the chosen one (`get_workflow`) as `pipe(...)` does, the call's values given once on
+    this node. The page can expand it in place into that chain of step and loop nodes."""
+
+    RETURN_TYPES = (STATE_TYPE,)
+    RETURN_NAMES = ("state",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required, optional = cls.declared_inputs()
+        workflows = list(cls.ENTRY.workflows)
+        choice = {"workflow": (workflows, {"default": workflows[0], "tooltip": (
+            "diffusers' named workflow (its `_workflow_map`): which chain of steps runs. Give the inputs it needs "
+            "(an image for image2image, a mask for inpainting, ...).")})}
+        own = {"state": (STATE_TYPE, {"tooltip": "A state to continue (as pipe(state=...)); empty: a new call."}),
+               **cls.own_sockets()}
+        return {"required": {**choice, **required}, "optional": {**own, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def run(self, workflow, unique_id=None, state=None, **kwargs):
+        from . import host
+
+        label = loop_where(self.ENTRY.name, unique_id)
+        sockets = {name: kwargs.pop(name, None) for name in self.own_sockets()}
+        given, _ = self.given(kwargs)
+        with run_components(self.ENTRY, label, **sockets) as components:
+            with host.failed_block_reported():
+                result = run_workflow(self.ENTRY.cls, workflow, given, state, components, unique_id,
+                                      hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(),
+                                      label=label)
+        for note in result.notes:
+            log.warning("[Modular Loops] %s", note)
+        return (result.state,)
+
+
 def entry_nodes(entry, registry) -> dict | None:
     """{node id: (class, display name)} of one of diffusers' own loops or steps (or loop blocks, which are the
     generic block node), filed as diffusers files them; None for an entry that is not diffusers'."""
     if entry.origin != "diffusers":
         return None
-    base = {"loop": PipelineLoopNode, "block": PipelineBlockNode, "step": PipelineStepNode}[entry.role]
-    return {node_id(entry): (make_node(entry, base, category=f"{CATEGORY}/{entry.group}"), entry.name)}
+    base = {"loop": PipelineLoopNode, "block": PipelineBlockNode, "step": PipelineStepNode,
+            "workflow": PipelineWorkflowNode}[entry.role]
+    shown = f"{entry.name} (workflows)" if entry.role == "workflow" else entry.name
+    return {node_id(entry): (make_node(entry, base, category=f"{CATEGORY}/{entry.group}"), shown)}

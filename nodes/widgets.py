@@ -107,17 +107,19 @@ def link_sockets(specs, component_specs=()) -> dict[str, str]:
 
 
 def input_types(specs, component_specs):
-    """-> (required, optional) INPUT_TYPES dicts for a block's or loop's declared inputs."""
+    """-> (required, optional) INPUT_TYPES dicts for a block's or loop's declared inputs. An `advanced` spec's
+    widget and sockets say so (ComfyUI's frontends from 1.5x tuck them behind "advanced"; older ones show them)."""
     links = link_sockets(specs, component_specs)
     required, optional = {}, {}
     for spec in specs:
+        advanced = {"advanced": True} if spec.options.get("advanced") else {}
         entry = widget_entry(spec)
         if entry is not None:
-            required[spec.name] = entry
+            required[spec.name] = (entry[0], {**entry[1], **advanced})
         if spec.name in links:
-            optional[links[spec.name]] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget."})
+            optional[links[spec.name]] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget.", **advanced})
         elif spec.kind == "object":
-            optional[spec.name] = (ANY, {"tooltip": _tooltip(spec)})
+            optional[spec.name] = (ANY, {"tooltip": _tooltip(spec), **advanced})
     for spec in component_specs:
         optional.setdefault(spec.name, (component_type(spec), {"tooltip": _tooltip(spec, "component")}))
     return required, optional

@@ -162,6 +162,45 @@ def test_a_batch_given_once_equals_diffusers_pipe_with_it(server, info):
     assert latents[1]["default"] == 1 and latents[1]["min"] == 1 and "not given" in latents[1]["tooltip"]
 
 
+class WorkflowRun(Chain):
+    """One family's Auto blocks node (`ModularWorkflow_<Class>`) running a named workflow: the call's values given
+    once on it -> State To Image -> Preview Image."""
+
+    def __init__(self, info, blocks, workflow, folder=TINY_SDXL, negative_prompt="", **call):
+        g = self.graph = Graph()
+        self.info, self.folder, self.negative_prompt = info, folder, negative_prompt
+        self.pipeline = g.node("ModularDiffusersLoader", folder=folder, dtype="float32")
+        cls = f"ModularWorkflow_{blocks}"
+        self.node = g.node(cls, **widgets(info, cls, workflow=workflow, **call), pipeline=self.pipeline)
+        self.image = g.node("ModularStateToImage", state=self.node, key="images")
+        self.preview = g.node("PreviewImage", images=self.image)
+
+
+SDXL_CALL = {"prompt": PROMPT, "num_inference_steps": STEPS, "height": SIZE, "width": SIZE, "generator": SEED,
+             "output_type": "pt"}
+
+
+def test_the_workflow_node_runs_diffusers_chain_as_pipe_does(server, info):
+    node = info["ModularWorkflow_StableDiffusionXLAutoBlocks"]
+    assert node["category"] == "Modular Loops/diffusers/stable_diffusion_xl"
+    workflows = node["input"]["required"]["workflow"][0]
+    assert workflows[:3] == ["text2image", "image2image", "inpainting"] and len(workflows) == 18  # its _workflow_map
+    required = node["input"]["required"]
+    assert not required["prompt"][1].get("advanced") and required["clip_skip"][1].get("advanced")  # tucked away
+    result, run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL).against_diffusers().result(server)
+    assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+    batch, _ = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL,
+                           num_images_per_prompt=2).against_diffusers(num_images_per_prompt=2).result(server)
+    assert batch["shape"][0] == 2 and batch["max_abs_diff"] <= TOL, batch
+
+
+def test_a_workflow_step_that_fails_is_named_with_the_workflow(server, info):
+    run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "image2image", **SDXL_CALL)  # no image given
+    node, msg, _ = run_error(server, run.graph)
+    assert node == run.node.id and "workflow image2image, step" in msg, msg
+
+
 def test_call_values_have_limits_a_shared_workflow_cannot_pass(server, info):
     # A size past ComfyUI's own limit, 0 or negative steps and batches: refused by ComfyUI's validation, before
     # anything is allocated or run.

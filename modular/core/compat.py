@@ -256,3 +256,32 @@ def ui_templates() -> dict:
     except ImportError:
         return {}
     return MELLON_PARAM_TEMPLATES
+
+
+def workflow_names(blocks) -> list[str]:
+    """The named workflows of a family's Auto blocks (`_workflow_map`), in diffusers' order."""
+    return list(blocks.available_workflows)
+
+
+def workflow_chain(blocks, name: str):
+    """diffusers' own blocks for workflow `name` (`get_workflow`): a sequence of leaf steps and loops."""
+    return blocks.get_workflow(name)
+
+
+def chain_steps(blocks) -> list[tuple]:
+    """(name, block) of a sequence's or a loop's sub-blocks, in order."""
+    return list(blocks.sub_blocks.items())
+
+
+def seed_call(blocks, state: PipelineState, values: dict) -> PipelineState:
+    """`state` as `ModularPipeline.__call__(state, **values)` starts `blocks` on it: each of `blocks.inputs` given in
+    `values` is set (with its kwargs_type group), else its declared default where the state has none. `state` is
+    changed and returned (give a copy)."""
+    for param in blocks.inputs:
+        if param.name is None:
+            continue
+        if param.name in values:
+            state.set(param.name, values[param.name], param.kwargs_type)
+        elif param.name not in state.values:
+            state.set(param.name, param.default, param.kwargs_type)
+    return state

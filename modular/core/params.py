@@ -113,7 +113,11 @@ def _call_value(p, hint, template, options):
       else diffusers' `None`: e.g. the pipeline's default height); any other value is given, and overrides the
       state's from that node on;
     - a typed input with no default and no template is a socket: a value an earlier step writes (`batch_size`);
-    - counts are 1 or more (`COUNTS`), other ints with a default of 0 or more are not negative."""
+    - counts are 1 or more (`COUNTS`), other ints with a default of 0 or more are not negative;
+    - an input with no UI template (not one of diffusers' standard parameters) is `options["advanced"]`: a host
+      may tuck it away."""
+    if not template:
+        options["advanced"] = True  # not one of diffusers' standard parameters: shown behind "advanced"
     template = template or {}
     if hint is None and type(p.default) in WIDGET_KINDS:
         hint = type(p.default)

@@ -28,8 +28,9 @@ USER_MODULE_PREFIX = "modular_loops_user_blocks"
 
 
 class BlockEntry:
-    """One discovered class: a loop wrapper (role "loop"), a loop block ("block") or a pipeline step ("step": a leaf
-    block run once on a state, around a loop; diffusers' text encoders, set-timesteps, decoders, ...).
+    """One discovered class: a loop wrapper (role "loop"), a loop block ("block"), a pipeline step ("step": a leaf
+    block run once on a state, around a loop; diffusers' text encoders, set-timesteps, decoders, ...) or a
+    family's Auto blocks ("workflow": the blocks `pipe(...)` runs, whose named `workflows` diffusers lays out).
 
     `cls` is the class, or `load()` imports it the first time it is read (diffusers' own classes: importing their
     modules pulls in diffusers' models, so they are found from source and loaded when a node needs them).
@@ -39,11 +40,11 @@ class BlockEntry:
 
     def __init__(self, name: str, role: str, origin: str, source: str, cls: type | None = None,
                  load: Callable[[], type] | None = None, group: str | None = None, default_blocks: bool = False,
-                 templated: bool = False):
+                 templated: bool = False, workflows: tuple = ()):
         if (cls is None) == (load is None):
             raise ValueError(f"{name}: give the class or a way to load it, one of them")
         self.name, self.role, self.origin, self.source = name, role, origin, source
-        self.group, self.default_blocks, self.templated = group, default_blocks, templated
+        self.group, self.default_blocks, self.templated, self.workflows = group, default_blocks, templated, workflows
         self._cls, self._load = cls, load
 
     def __repr__(self):
@@ -157,14 +158,14 @@ def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry
 def add_shipped(registry: Registry, root: Path | None = None) -> Registry:
     """Add diffusers' own loops, loop blocks and steps (found from source, `pipelines.scan`; each imported when
     used) to `registry`; a name the registry already has keeps its first owner."""
-    from ..pipelines.scan import scan
+    from ..pipelines.scan import scan, scan_workflows
 
-    for found in scan(root):
+    for found in [*scan(root), *scan_workflows(root)]:
         if found.name not in registry.entries:
             registry.entries[found.name] = BlockEntry(
                 found.name, found.role, "diffusers", f"diffusers/modular_pipelines/{found.family}/{found.stage}.py",
-                load=found.load, group=f"{found.family}/{found.stage}", default_blocks=found.default_blocks,
-                templated=True)
+                load=found.load, group=found.family if found.role == "workflow" else f"{found.family}/{found.stage}",
+                default_blocks=found.default_blocks, templated=True, workflows=found.workflows)
     return registry
 
 

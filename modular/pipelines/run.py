@@ -74,10 +74,10 @@ class StepResult:
     notes: list
 
 
-def run_step(block_cls, values: dict, state=None, components=None, node=None) -> StepResult:
+def run_step(block_cls, values: dict, state=None, components=None, node=None, label=None) -> StepResult:
     """Run one pipeline block (a step around a loop) on a copy of `state`, seeded with the `values` given on its
     node (node values > incoming state > defaults, as for loops)."""
-    label = loop_where(block_cls.__name__, node)
+    label = label or loop_where(block_cls.__name__, node)
     block = block_cls()
     seeded, notes = seed_state(block, [ValueSource(f"the step {label}", block.inputs, dict(values), node)],
                                initial=state, loop_label=label)
@@ -108,3 +108,42 @@ def check_guidance(guider, state, label: str):
             f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: give the text encoder step a "
             f"negative prompt (some families encode none without one), and the guider this loop uses (one that "
             f"needs none, e.g. with a guidance scale of 1, encodes none)")
+
+
+def workflow_chain(blocks_cls, workflow: str, label: str):
+    """diffusers' own chain for a named workflow of a family's Auto blocks (`get_workflow`): the leaf steps and the
+    loop that `pipe(...)` runs for it, in order."""
+    blocks = blocks_cls()
+    names = compat.workflow_names(blocks)
+    if workflow not in names:
+        raise LoopConfigError(f"{label}: no workflow {workflow!r}; {blocks_cls.__name__} has {', '.join(names)}")
+    return compat.workflow_chain(blocks, workflow)
+
+
+def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components=None, node=None, hooks=None,
+                 device=None, label=None) -> StepResult:
+    """Run a named workflow of a family's Auto blocks as `pipe(**values)` does: the call's values set once in the
+    state (`compat.seed_call`), then diffusers' chain for that workflow step by step, each step and the loop as their
+    own nodes run them (`run_step`, `runner.run_loop` with the loop's own blocks), so the one node, the chain of
+    nodes and diffusers' pipeline call give the same result."""
+    from ..core.params import to_state_value
+    from ..core.runner import BlockConfig, run_loop
+    from ..core.state import copy_state
+
+    label = label or loop_where(blocks_cls.__name__, node)
+    chain = workflow_chain(blocks_cls, workflow, label)
+    state = compat.seed_call(chain, copy_state(state), {k: to_state_value(k, v) for k, v in values.items()})
+    notes = []
+    for name, block in compat.chain_steps(chain):
+        where = f"{label}, workflow {workflow}, step '{name}' ({type(block).__name__})"
+        if compat.role_of(type(block)) == "loop":
+            if hasattr(components, "guider_for"):
+                check_guidance(components.guider_for(state), state, where)
+            result = run_loop(type(block), [(k, BlockConfig(type(b))) for k, b in compat.chain_steps(block)],
+                              state=state, components=components, hooks=hooks, device=device, label=where)
+        else:
+            result = run_step(type(block), {}, state, components, node, label=where)
+        state = result.state
+        notes += result.notes
+    return StepResult(state, notes)
+

@@ -35,8 +35,9 @@ class ShippedClass:
     family: str  # the folder, e.g. "stable_diffusion_xl"
     stage: str  # the module, e.g. "denoise", "before_denoise", "encoders"
     name: str
-    role: str  # "loop", "block" (a loop block, in denoise.py) or "step" (any other leaf block)
+    role: str  # "loop", "block" (a loop block, in denoise.py), "step" (any other leaf block) or "workflow"
     default_blocks: bool  # a wrapper with its own `block_classes`: it runs those when none are attached
+    workflows: tuple = ()  # a family's Auto blocks: the names of its `_workflow_map`, in its order
 
     @property
     def module(self) -> str:
@@ -53,6 +54,7 @@ class ClassStatement:
     bases: tuple  # the base names as written, last part only (`mod.Base[...]` -> "Base")
     calls: bool  # defines `__call__`
     block_classes: bool  # assigns `block_classes` in its body
+    workflow_map: dict | None = None  # its `_workflow_map` literal (a family's Auto blocks), else None
 
 
 def _base_name(node) -> str | None:
@@ -75,8 +77,19 @@ def class_statements(path: Path) -> dict[str, ClassStatement]:
         assigned += [s.target for s in node.body if isinstance(s, ast.AnnAssign)]
         blocks = any(isinstance(t, ast.Name) and t.id == "block_classes" for t in assigned)
         bases = tuple(n for n in map(_base_name, node.bases) if n)
-        found[node.name] = ClassStatement(bases, calls, blocks)
+        found[node.name] = ClassStatement(bases, calls, blocks, _literal_assignment(node, "_workflow_map"))
     return found
+
+
+def _literal_assignment(node: ast.ClassDef, name: str):
+    """The value of `name = <literal>` in a class body (read with `ast.literal_eval`: nothing runs), else None."""
+    for statement in node.body:
+        if isinstance(statement, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in statement.targets):
+            try:
+                return ast.literal_eval(statement.value)
+            except ValueError:
+                return None
+    return None
 
 
 def scan_module(path: Path, family: str) -> list[ShippedClass]:
@@ -125,6 +138,22 @@ def scan(root: Path | None = None) -> list[ShippedClass]:
             if path.stem in NOT_BLOCKS or path.stem.startswith("modular_blocks"):
                 continue
             found.extend(scan_module(path, family.name))
+    return found
+
+
+def scan_workflows(root: Path | None = None) -> list[ShippedClass]:
+    """Every family's Auto blocks with named workflows (a `_workflow_map` in `<family>/modular_blocks_*.py`): the
+    classes diffusers' pipelines run (`pipe(...)`), each with the workflows `get_workflow(name)` lays out."""
+    root = root or package_dir()
+    if root is None:
+        return []
+    found = []
+    for family in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        for path in sorted(family.glob("modular_blocks*.py")):
+            for name, statement in class_statements(path).items():
+                if isinstance(statement.workflow_map, dict) and statement.workflow_map:
+                    found.append(ShippedClass(family.name, path.stem, name, "workflow", False,
+                                              tuple(statement.workflow_map)))
     return found
 
 
