@@ -2,7 +2,8 @@
 
 The file: every tensor value of the state is a tensor of the file (on the CPU, contiguous; the name is the
 value's name); the file's metadata holds one entry, `modular_loops.state`, a JSON object with
-- `format` (1), `pack_version`, `loop` / `blocks` / `step`: what made the state and where it stood;
+- `format` (1), `pack_version`, `loop` / `blocks` / `step`: what made the state and where it stood (`step`: the
+  position in its whole schedule it stopped at, `compat.stopped_at`);
 - `values`: {name: encoded value} for the other values, each with its type kept
   (`{"t": "int", "v": 3}`, lists, tuples and dicts element by element, None, bools, floats, strings);
 - `tensors`: {name: {"dtype", "shape"}} of the tensor values, checked against the tensors when loading;
@@ -99,7 +100,7 @@ def encode_state(state, skip_unsupported=False) -> tuple[dict, dict, list[str]]:
 
 def save_state(state, path, info: dict | None = None, skip_unsupported=False) -> list[str]:
     """Write `state` to `path` (see the module's docstring); `info`: what made it (default: the loop, blocks and
-    step the state records, and this pack's version). -> the names skipped. Nothing is written when it fails."""
+    position the state records, and this pack's version). -> the names skipped. Nothing is written when it fails."""
     from safetensors.torch import save_file
 
     from . import PACK_VERSION
@@ -124,41 +125,43 @@ def save_state(state, path, info: dict | None = None, skip_unsupported=False) ->
 
 
 class Autosave:
-    """Where a running loop stands, kept in one state file: written every `every` steps (numbered in the whole
-    schedule, so a resumed run keeps its numbers) and, by `finish()`, once more with the last finished step when
-    the run ends, done, interrupted or failed: an Interrupt or a crash loses at most `every` steps.
+    """Where a running loop stands, kept in one state file: written every `every` steps (at the positions of the
+    whole schedule that are a multiple of `every`, so a resumed run keeps its numbers) and, by `finish()`, once more
+    at the last finished step when the run ends, done, interrupted or failed: an Interrupt or a crash loses at most
+    `every` steps.
 
-    The host hands `step_done(step, snapshot)` the state after each step (`snapshot()`: a copy, made then);
-    `path()` names the file (asked at the first write); `written(step, path)` is told after each write."""
+    The host hands `step_done(position, snapshot)` the state after each step (`position`: where the loop stands in
+    its whole schedule, as the runner tells it; `snapshot()`: a copy, made then); `path()` names the file (asked at
+    the first write); `written(position, path)` is told after each write."""
 
     def __init__(self, every: int, path, written=None, label: str = "loop"):
         if every < 1:
             raise ValueError(f"{label}: save every {every} steps: it must be 1 or more")
         self.every, self._path, self.written, self.label = every, path, written, label
-        self.last = None  # (step, state) of the last finished step
-        self.saved_step = None
+        self.last = None  # (position, state) after the last finished step
+        self.saved_at = None  # the position of the state last written
         self.file = None
 
-    def step_done(self, step: int, snapshot):
-        self.last = (step, snapshot())
-        if step % self.every == 0:
+    def step_done(self, position: int, snapshot):
+        self.last = (position, snapshot())
+        if position % self.every == 0:
             self.write()
 
     def write(self):
-        step, state = self.last
+        position, state = self.last
         if self.file is None:
             self.file = Path(self._path())
         try:
             save_state(state, self.file)
         except StateFileError as e:
-            raise StateFileError(f"{self.label}: saving step {step} (save_every): {e}") from e
-        self.saved_step = step
+            raise StateFileError(f"{self.label}: saving step {position} (save_every): {e}") from e
+        self.saved_at = position
         if self.written is not None:
-            self.written(step, self.file)
+            self.written(position, self.file)
 
     def finish(self):
         """Write the last finished step, unless it is the one written last (after the run, however it ended)."""
-        if self.last is not None and self.saved_step != self.last[0]:
+        if self.last is not None and self.saved_at != self.last[0]:
             self.write()
 
 

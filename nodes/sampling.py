@@ -20,11 +20,10 @@ import comfy.samplers
 from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
 from ..modular import LoopConfigError, compat
-from ..modular.core.compat import made_by, set_made_by
 from ..modular.core.errors import loop_where
 from ..modular.core.state import copy_value
 from ..modular.sampling import (DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, is_denoise_loop, plan_denoise,
-                                provided_in_loop, resumable)
+                                provided_in_loop, resumable, stopped_at)
 from ..modular.state_files import Autosave
 from . import host
 from .factory import BlockSocketsNode, attached_blocks, block_sockets, make_node
@@ -68,22 +67,21 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
             drawn = int(initial.get("noise_draws") or 0)
         noise = CountedNoise(host_noise_sampler(base, x, extra_args.get("seed"), flow := is_flow(base)), skip=drawn)
 
-        def kept(state, step, copy=True):  # what a state file holds of the state at `step`
+        def kept(state, copy=True):  # what a state file holds of a state (the runner recorded where it stopped)
             state = resumable(state, copy)
             state.set("noise_draws", noise.count)
-            made = made_by(state)  # the loop and blocks, as the runner recorded them; the step in the whole schedule
-            set_made_by(state, made["loop"], made["blocks"], step)
             return state
 
         autosave = None
         if save is not None:
             every, prefix, node = save
             autosave = Autosave(every, lambda: new_state_file(prefix)[0], label=plan.label,
-                                written=lambda step, path: host.tell_node(node, f"step {step} saved: {shown_name(path)}"))
+                                written=lambda position, path: host.tell_node(
+                                    node, f"step {position} saved: {shown_name(path)}"))
         callbacks = denoise_callbacks(sigmas, callback)
         if autosave is not None:
-            callbacks["step_done"] = lambda done, snapshot: autosave.step_done(
-                first + done, lambda: kept(snapshot(), first + done, copy=False))
+            callbacks["step_done"] = lambda position, snapshot: autosave.step_done(
+                position, lambda: kept(snapshot(), copy=False))
         hooks = host.step_hooks(**callbacks)
         values = HostValues(
             latents=latents, sigmas=whole, denoiser=model, denoiser_kwargs=extra_args, noise_seed=extra_args.get("seed"),
@@ -96,7 +94,7 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
             if autosave is not None:  # Interrupt or an error: the last finished step, kept
                 saved_last(autosave, plan.label)
             raise
-        final = kept(result.state, first + result.steps, copy=False)  # this run's own state: no copy
+        final = kept(result.state, copy=False)  # this run's own state: no copy
         if autosave is not None:
             autosave.finish()
         if out is not None:
@@ -116,13 +114,13 @@ def denoise_callbacks(sigmas, callback):
     def step_start(i, block_state):
         step_x[i] = block_state.latents
 
-    def payload(step, block_state):
-        i = step - 1
+    def payload(done, block_state):  # after `done` steps of this run: step i of ComfyUI's sigmas
+        i = done - 1
         x_i = step_x.pop(i, block_state.latents)
         return {"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
                 "denoised": getattr(block_state, "denoised", x_i)}
 
-    return {"progress": lambda step, total, p: callback(p), "preview": payload, "step_start": step_start}
+    return {"progress": lambda done, total, p: callback(p), "preview": payload, "step_start": step_start}
 
 
 def saved_last(autosave, label):
@@ -135,7 +133,7 @@ def saved_last(autosave, label):
     else:
         if autosave.file is not None:
             log.warning("[Modular Loops] %s: stopped; step %s is saved in %s (Load State, then resume from it)",
-                        label, autosave.saved_step, shown_name(autosave.file))
+                        label, autosave.saved_at, shown_name(autosave.file))
 
 
 def is_flow(base) -> bool:
@@ -295,9 +293,9 @@ class KSamplerNode(DenoiseLoopNode):
             raise LoopConfigError(f"{label}: start_step {start_step} leaves no step before end_step {end} "
                                   f"({len(sigmas) - 1} steps in all)")
         if state is not None:
-            saved_at = made_by(state).get("step")
-            if saved_at is not None and saved_at != start_step:
-                raise LoopConfigError(f"{label}: the state stopped at step {saved_at}; set start_step to {saved_at} to "
+            position = stopped_at(state)
+            if position is not None and position != start_step:
+                raise LoopConfigError(f"{label}: the state stopped at step {position}; set start_step to {position} to "
                                       f"resume it (it is {start_step})")
         out = {}
         sampler, _ = self.make_sampler(unique_id, kwargs, save_every, save_prefix, schedule_so_far=sigmas[: end + 1],

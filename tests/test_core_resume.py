@@ -7,7 +7,7 @@ import torch
 
 from modular import BlockConfig, LoopConfigError, StepHooks, compat
 from modular.blocks import denoise as blocks
-from modular.sampling import HostValues, continued_schedule, plan_denoise, resumable
+from modular.sampling import HostValues, continued_schedule, plan_denoise, resumable, stopped_at
 from modular.state_files import Autosave, load_state, read_info, save_state
 
 from test_core_denoise import NOISE, SIGMAS, denoiser
@@ -16,7 +16,8 @@ STEPS = len(SIGMAS) - 1
 
 
 def attached(step_block):
-    return [(f"block_{k}", BlockConfig(b)) for k, b in enumerate([blocks.PredictDenoised, step_block], start=1)]
+    return [(f"block_{k}", b if isinstance(b, BlockConfig) else BlockConfig(b))
+            for k, b in enumerate([blocks.PredictDenoised, step_block], start=1)]
 
 
 def run(step_block, sigmas=SIGMAS, hooks=None, state=None, latents=None, start_step=0):
@@ -41,7 +42,7 @@ def stop_after(steps):
 
 def test_a_snapshot_is_the_state_the_loop_would_leave_there_and_stays_put():
     snaps = {}
-    hooks = StepHooks(step_done=lambda step, snapshot: snaps.__setitem__(step, snapshot()))
+    hooks = StepHooks(step_done=lambda position, snapshot: snaps.__setitem__(position, snapshot()))
     final = run(blocks.DPMPP2MStep, hooks=hooks).state
     assert sorted(snaps) == list(range(1, STEPS + 1))
     last = snaps[STEPS]
@@ -88,7 +89,7 @@ def autosaved(tmp_path, every, hooks_for):
     """A run whose state is kept by an Autosave every `every` steps (`hooks_for(autosave)`: its hooks); ->
     (written steps, the file, the run's outcome)."""
     written = []
-    autosave = Autosave(every, lambda: tmp_path / "auto.safetensors", written=lambda step, path: written.append(step))
+    autosave = Autosave(every, lambda: tmp_path / "auto.safetensors", written=lambda position, path: written.append(position))
     try:
         outcome = run(blocks.DPMPP2MStep, hooks=hooks_for(autosave))
     except Stop as stop:
@@ -99,7 +100,7 @@ def autosaved(tmp_path, every, hooks_for):
 
 
 def keep(autosave, **hooks):
-    return StepHooks(step_done=lambda step, snapshot: autosave.step_done(step, lambda: resumable(snapshot(), False)),
+    return StepHooks(step_done=lambda position, snapshot: autosave.step_done(position, lambda: resumable(snapshot(), False)),
                      **hooks)
 
 
@@ -142,3 +143,33 @@ def test_the_hosts_callables_are_left_out_and_never_copied():
     kept = resumable(state)
     assert set(compat.state_values(kept)) == {"latents"} and copied == []
     assert kept.get("latents") is not state.get("latents") and torch.equal(kept.get("latents"), state.get("latents"))
+
+
+def resumed_from(state, step_block, until=STEPS, hooks=None):
+    """A run that resumes `state` (one a loop stopped with) on the rest of SIGMAS, up to step `until`."""
+    at = stopped_at(state)
+    schedule, first = continued_schedule(state, SIGMAS[at: until + 1], "DenoiseLoop")
+    return run(step_block, sigmas=schedule, state=state, latents=state.get("latents"), start_step=first, hooks=hooks)
+
+
+@pytest.mark.parametrize("step_block", [blocks.EulerStep, blocks.DPMPP2MStep])
+def test_a_resumed_run_resumed_again_equals_one_run_and_records_where_it_stopped(tmp_path, step_block):
+    # 0..k, then k..m from its state, then m..N from that one's, each through a file: the run 0..N exactly. Each
+    # state records the step of the whole schedule it stopped at (k, m, N), and `step_done` is told those steps.
+    whole = run(step_block).state.get("latents")
+    state, results = None, []
+    for part, (start, end) in enumerate([(0, 2), (2, 4), (4, STEPS)]):
+        told = []
+        hooks = StepHooks(step_done=lambda at, snapshot: told.append((at, stopped_at(snapshot()))))
+        if state is None:
+            result = run(step_block, sigmas=SIGMAS[: end + 1], hooks=hooks)
+        else:
+            result = resumed_from(state, step_block, until=end, hooks=hooks)
+        assert result.steps == end - start
+        assert told == [(at, at) for at in range(start + 1, end + 1)], part
+        save_state(resumable(result.state), tmp_path / f"part{part}.safetensors")
+        state, info = load_state(tmp_path / f"part{part}.safetensors")
+        assert info["step"] == stopped_at(state) == end, part
+        results.append(result)
+    assert (state.get("latents") - whole).abs().max().item() == 0
+    assert [(r.stopped_at, stopped_at(r.state)) for r in results] == [(2, 2), (4, 4), (STEPS, STEPS)]

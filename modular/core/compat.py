@@ -29,7 +29,8 @@ from diffusers.modular_pipelines import (
 from diffusers.modular_pipelines.modular_pipeline_utils import InsertableDict
 
 __all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class",
-           "state_values", "map_state", "component_specs", "hook_names", "remove_hooks", "scheduler_names", "ui_templates"]
+           "state_values", "map_state", "made_by", "stopped_at", "component_specs", "hook_names", "remove_hooks",
+           "scheduler_names", "ui_templates"]
 
 _COMPOSITE = (SequentialPipelineBlocks, ConditionalPipelineBlocks, LoopSequentialPipelineBlocks)
 
@@ -67,16 +68,24 @@ def seeded_inputs(wrapper) -> list:
 
 
 CARRIED = "modular_loops_carried"  # attribute of a PipelineState: components of one run that travel with it
-MADE_BY = "modular_loops_made_by"  # attribute of a PipelineState: the loop, blocks and step that made it
+MADE_BY = "modular_loops_made_by"  # attribute of a PipelineState: the loop, blocks and position that made it
 
 
 def made_by(state) -> dict:
-    """{"loop", "blocks", "step"} of the loop run that made `state` ({} for one no loop made)."""
+    """{"loop", "blocks", "step"} of the loop run that made `state` ({} for one no loop made); "step" (its name in
+    a state file too) is the position it stopped at: read it with `stopped_at`."""
     return dict(getattr(state, MADE_BY, None) or {})
 
 
-def set_made_by(state, loop: str, blocks: list, step: int):
-    setattr(state, MADE_BY, {"loop": loop, "blocks": list(blocks), "step": step})
+def set_made_by(state, loop: str, blocks: list, position: int | None):
+    setattr(state, MADE_BY, {"loop": loop, "blocks": list(blocks), "step": position})
+
+
+def stopped_at(state) -> int | None:
+    """The position in its whole schedule a loop's state stopped at (the steps of it done, so the index of the next
+    step); None for a state no loop made."""
+    position = made_by(state).get("step")
+    return position if isinstance(position, int) and not isinstance(position, bool) else None
 
 
 def carried(state) -> dict:
@@ -108,7 +117,7 @@ def map_state(state, each) -> PipelineState:
     return new
 
 
-def snapshot(wrapper, state, block_state, copy_value, loop: str, blocks: list, step: int) -> PipelineState:
+def snapshot(wrapper, state, block_state, copy_value, loop: str, blocks: list, position: int) -> PipelineState:
     """The pipeline state a loop would leave if it ended now, mid-run: `state` (what the loop was seeded with)
     with the block state written back by diffusers' own `set_block_state`, as the wrapper does at its end. Values
     the loop wrote are copied (`copy_value`): the loop goes on changing its own; the others are shared."""
@@ -117,7 +126,7 @@ def snapshot(wrapper, state, block_state, copy_value, loop: str, blocks: list, s
     for key, value in now.values.items():
         if value is not state.values.get(key):
             now.values[key] = copy_value(value)
-    set_made_by(now, loop, blocks, step)
+    set_made_by(now, loop, blocks, position)
     return now
 
 

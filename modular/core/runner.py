@@ -1,6 +1,11 @@
 """Run a loop: attached blocks -> one wrapper instance -> seeded state -> `wrapper(components, state)`.
 
 This is the one place a loop runs, for any host. A host passes its step hooks as plain callables.
+
+Words: a *step* is one iteration of the loop; *steps done* counts those of this run; a loop's *position* is how far
+it stands in its whole schedule (the steps of it done, so the index of its next step). A run starts at a position
+(0, or where a resumed state stopped) and the runner records the position a state stopped at (`compat.stopped_at`),
+in the snapshots and in the final state alike: this is the one place that adds the two.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ class StepHooks:
     as the step begins; `preview(step, block_state)` makes a preview that is handed to
     `progress(step, total, preview)` after each step. `total` is None when unknown.
     `check_block(block, block_state)` runs after every block and may raise: the error is reported as
-    that block's, at that step. `step_done(step, snapshot)` runs after each step (`step`: steps done in this
-    run); `snapshot()` returns the pipeline state as it would be if the loop ended there (a copy: the loop
-    goes on changing its own), which a host may keep or save."""
+    that block's, at that step. `step_done(position, snapshot)` runs after each step (`position`: where the loop
+    now stands in its whole schedule, the run's start position plus the steps done); `snapshot()` returns the
+    pipeline state as it would be if the loop ended there (a copy: the loop goes on changing its own), which a
+    host may keep or save. `step_start`, `preview` and `progress` count the steps of this run."""
 
     progress: Callable[[int, int | None, Any], None] | None = None
     interrupt: Callable[[], None] | None = None
@@ -72,8 +78,9 @@ def require_blocks(blocks, label: str, hint: str = NO_BLOCKS_HINT):
 @dataclass
 class LoopResult:
     state: Any
-    steps: int
+    steps: int  # steps done in this run
     notes: list
+    stopped_at: int = 0  # the position in the whole schedule the state stopped at (the run's start + `steps`)
 
 
 def run_loop(
@@ -86,13 +93,16 @@ def run_loop(
     device=None,
     label: str | None = None,
     host_values: dict | None = None,
+    start_position: int = 0,
 ) -> LoopResult:
     """Compose `blocks` (name, config) in order under `wrapper_cls` and run it on a copy of `state`.
 
     `host_values` are values the host itself provides (a sampler's latents, sigmas, model): they go into
     the state as they are (not copied) and no node may give them. With no `blocks`, a wrapper that declares
     its own (`block_classes`) runs those. `components`: a dict of named components (plus those configured on
-    the block nodes), or an object that is the components (a diffusers pipeline's)."""
+    the block nodes), or an object that is the components (a diffusers pipeline's). `start_position`: where the
+    run starts in its whole schedule (a resumed run: where its state stopped); the positions recorded and told
+    to `step_done` count from it."""
     label = label or wrapper_cls.__name__
     hooks = hooks or StepHooks()
     blocks = list(blocks) or [(name, BlockConfig(cls)) for name, cls in compat.default_blocks(wrapper_cls).items()]
@@ -132,7 +142,8 @@ def run_loop(
         nonlocal done_steps
         done_steps = done
         if hooks.step_done is not None:
-            hooks.step_done(done, lambda: compat.snapshot(wrapper, seeded, block_state, copy_value, *made, done))
+            position = start_position + done
+            hooks.step_done(position, lambda: compat.snapshot(wrapper, seeded, block_state, copy_value, *made, position))
         if hooks.progress is not None:
             preview = hooks.preview(done, block_state) if hooks.preview is not None else None
             hooks.progress(done, total, preview)
@@ -149,8 +160,8 @@ def run_loop(
         raise
     except Exception as e:
         raise LoopError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
-    compat.set_made_by(final, *made, done_steps)
-    return LoopResult(state=final, steps=done_steps, notes=notes)
+    compat.set_made_by(final, *made, start_position + done_steps)
+    return LoopResult(state=final, steps=done_steps, notes=notes, stopped_at=start_position + done_steps)
 
 
 def _merge_components(label, loop_components, blocks):

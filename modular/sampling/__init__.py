@@ -5,4 +5,4 @@ from .contract import (
     CHECKED_OUTPUTS, DENOISE_NO_BLOCKS_HINT, HOST_VALUES, PROVIDED_IN_LOOP, DenoisePlan, HostValues, check_blocks,
     check_finite, check_sigmas, is_denoise_loop, plan_denoise, provided_in_loop, run_denoise, seeded_generator, seeded_noise_sampler,
 )
-from .resume import NOT_KEPT, continued_schedule, resumable
+from .resume import NOT_KEPT, continued_schedule, resumable, stopped_at

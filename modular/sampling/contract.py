@@ -152,14 +152,16 @@ class DenoisePlan:
 
     def run(self, host: HostValues, hooks: StepHooks | None = None, device=None, state=None) -> LoopResult:
         """Run over `host.sigmas` from `host.latents` (from step `host.start_step`), on a copy of `state` (a state a
-        run stopped with: a step block's history); the result's state holds the final `latents`."""
+        run stopped with: a step block's history); the result's state holds the final `latents`. Positions are in
+        the whole schedule `host.sigmas`: the result's state records the one it stopped at (`stopped_at`, here
+        `host.start_step` + the steps run) and `hooks.step_done` is told each one."""
         check_sigmas(host.sigmas, self.label)
         hooks = hooks or StepHooks()
         if hooks.check_block is None:
             hooks = dataclasses.replace(hooks, check_block=check_finite)
         return run_loop(self.wrapper_cls, self.blocks, loop_values=self.loop_values, state=state,
                         components=self.components, hooks=hooks, device=device, label=self.label,
-                        host_values=host.as_state_values())
+                        host_values=host.as_state_values(), start_position=host.start_step)
 
 
 def plan_denoise(wrapper_cls, blocks: Sequence[tuple[str, BlockConfig]], loop_values: dict | None = None,

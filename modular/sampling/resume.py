@@ -4,6 +4,7 @@ host's noise stream taken up where the saved run left it."""
 from __future__ import annotations
 
 from ..core import compat
+from ..core.compat import stopped_at
 from ..core.errors import LoopConfigError
 from ..core.state import copy_state
 
@@ -23,22 +24,23 @@ def resumable(state, copy=True):
 
 
 def continued_schedule(state, sigmas, label: str):
-    """Where a run resumes `state`, a state a denoise loop stopped with: -> (the whole schedule so far, the step it
-    stopped at). `sigmas` are the rest of the schedule, from the sigma the state stopped at (KSampler: its sigmas
-    from start_step; SamplerCustomAdvanced: SplitSigmas' low_sigmas); the whole schedule is the state's own
-    sigmas before that step, then these, so that steps keep their numbers and a step block's history holds."""
+    """Where a run resumes `state`, a state a denoise loop stopped with: -> (the whole schedule so far, the position
+    it stopped at, which is the resumed run's start_step). `sigmas` are the rest of the schedule, from the sigma the
+    state stopped at (KSampler: its sigmas from start_step; SamplerCustomAdvanced: SplitSigmas' low_sigmas); the
+    whole schedule is the state's own sigmas before that position, then these, so that steps keep their numbers and
+    a step block's history holds."""
     import torch
 
-    step = compat.made_by(state).get("step")
+    position = stopped_at(state)
     saved = compat.state_values(state).get("sigmas")
-    if not isinstance(step, int) or not torch.is_tensor(saved) or saved.ndim != 1 or not 0 < step < len(saved):
+    if position is None or not torch.is_tensor(saved) or saved.ndim != 1 or not 0 < position < len(saved):
         raise LoopConfigError(
             f"{label}: the state to resume is not one a denoise loop stopped with (it records no step and schedule; "
             f"save the state output of a KSampler node, or use the file its save_every writes)")
-    stopped, first = float(saved[step]), float(sigmas[0])
+    stopped, first = float(saved[position]), float(sigmas[0])
     if abs(stopped - first) > 1e-5 * max(abs(stopped), 1e-3):
         raise LoopConfigError(
-            f"{label}: the state stopped at step {step}, sigma {stopped:.6g}, but the sigmas given start at {first:.6g}: "
-            f"give the rest of the same schedule from step {step} (KSampler: the same steps, scheduler and denoise, "
-            f"start_step {step}; SamplerCustomAdvanced: SplitSigmas at step {step}, its low_sigmas)")
-    return torch.cat([saved[:step].to(device=sigmas.device, dtype=sigmas.dtype), sigmas]), step
+            f"{label}: the state stopped at step {position}, sigma {stopped:.6g}, but the sigmas given start at "
+            f"{first:.6g}: give the rest of the same schedule from step {position} (KSampler: the same steps, scheduler "
+            f"and denoise, start_step {position}; SamplerCustomAdvanced: SplitSigmas at step {position}, its low_sigmas)")
+    return torch.cat([saved[:position].to(device=sigmas.device, dtype=sigmas.dtype), sigmas]), position
