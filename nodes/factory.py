@@ -113,7 +113,7 @@ class DeclaredNode:
         """-> (values given on the node, components connected to it)."""
         sockets = cls.component_sockets()
         components = {s.name: kwargs[s.name] for s in sockets if kwargs.get(s.name) is not None}
-        return widgets.given_values(cls.specs(), kwargs, sockets), components
+        return widgets.given_values(cls.specs(), kwargs, sockets, cls.ENTRY.name), components
 
 
 class BlockNode(DeclaredNode):

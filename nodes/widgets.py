@@ -7,6 +7,7 @@ import json
 
 from ..modular import NOT_GIVEN, parse_json_widget
 from ..modular.core.params import UNSET
+from ..modular.pipelines.media import as_pipeline_media, check_sizes
 
 BLOCK_TYPE = "LOOP_BLOCK"
 STATE_TYPE = "PIPELINE_STATE"
@@ -120,9 +121,17 @@ def input_types(specs, component_specs):
             optional[links[spec.name]] = (ANY, {"tooltip": f"Any value for {spec.name}; overrides the widget.", **advanced})
         elif spec.kind == "object":
             optional[spec.name] = (ANY, {"tooltip": _tooltip(spec), **advanced})
+        elif spec.kind in MEDIA_TYPES:
+            optional[spec.name] = (MEDIA_TYPES[spec.kind], {"tooltip": _tooltip(spec, MEDIA_TIPS[spec.kind]), **advanced})
     for spec in component_specs:
         optional.setdefault(spec.name, (component_type(spec), {"tooltip": _tooltip(spec, "component")}))
     return required, optional
+
+
+MEDIA_TYPES = {"image": "IMAGE", "mask": "MASK", "video": "IMAGE"}
+MEDIA_TIPS = {"image": "An IMAGE (Load Image); a batch gives several where the input takes a list.",
+              "mask": "A MASK (1 = the area to change), of the image's size.",
+              "video": "Video frames: an IMAGE batch (Load Video, or images), one frame after another."}
 
 
 def component_type(spec) -> str:
@@ -142,9 +151,9 @@ def is_unset(spec, value) -> bool:
     return isinstance(value, bool) == isinstance(unset, bool) and value == unset
 
 
-def given_values(specs, kwargs, component_specs=()) -> dict:
+def given_values(specs, kwargs, component_specs=(), label: str = "node") -> dict:
     """The values a node gives: typed widgets unless they hold their unset value, JSON widgets when not empty,
-    links when connected."""
+    links when connected; media as diffusers takes them (`label` names the node in a conversion's error)."""
     links = link_sockets(specs, component_specs)
     values = {}
     for spec in specs:
@@ -160,15 +169,21 @@ def given_values(specs, kwargs, component_specs=()) -> dict:
             value = kwargs[spec.name]
             if is_unset(spec, value):
                 continue  # not given: the state's value, else the block's default
-            values[spec.name] = state_value(spec, value)
+            values[spec.name] = state_value(spec, value, label)
+    kinds = {s.name: s.kind for s in specs if s.kind in MEDIA_TYPES}
+    if kinds:
+        check_sizes({n: v for n, v in values.items() if n in kinds}, kinds, values, label)
     return values
 
 
-def state_value(spec, value):
+def state_value(spec, value, label: str = "node"):
     """A ComfyUI value as the block state holds it: a LATENT (`{"samples": tensor, ...}`) connected to a tensor
-    input is its `samples` tensor; anything else is given as it is."""
+    input is its `samples` tensor; an IMAGE / MASK on a media input the PIL images diffusers takes
+    (`pipelines.media`); anything else is given as it is."""
     if spec.kind == "object" and spec.type_name == "Tensor" and isinstance(value, dict) and "samples" in value:
         return value["samples"]
+    if spec.kind in MEDIA_TYPES:
+        return as_pipeline_media(spec.kind, value, spec.options.get("many", False), f"{label}, input '{spec.name}'")
     return value
 
 

@@ -262,3 +262,55 @@ def test_hooks_a_run_put_on_the_model_are_removed_after_it_even_when_it_failed()
     finally:
         run.cleanup()
     assert hook_names(unet) == {"users_own"}
+
+
+def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
+    from diffusers.modular_pipelines import InputParam
+    from PIL import Image
+
+    from modular.core.params import media_kind
+
+    widgets = import_pack_module("nodes.widgets")
+    LoopConfigError = import_pack_module("modular").LoopConfigError  # the pack's, as the adapter imports it
+    assert media_kind("image", None, compat.ui_templates().get("image")) == "image"
+    assert media_kind("mask_image", None) == "mask" and media_kind("prompt", None) is None
+    assert media_kind("video", list[Image.Image]) == "video" and media_kind("control_image", Image.Image) == "image"
+    specs = input_specs([InputParam("image"), InputParam("mask_image"), InputParam("height"),
+                         InputParam("control_image", type_hint=Image.Image),
+                         InputParam("ip_adapter_image", type_hint=Image.Image | list[Image.Image])],
+                        templates=compat.ui_templates(), typed_by_default=True)
+    kinds = {s.name: (s.kind, s.options.get("many")) for s in specs}
+    assert kinds["image"] == ("image", True) and kinds["mask_image"] == ("mask", True)
+    assert kinds["control_image"] == ("image", False) and kinds["ip_adapter_image"] == ("image", True)
+    _, optional = widgets.input_types(specs, [])
+    assert optional["image"][0] == "IMAGE" and optional["mask_image"][0] == "MASK"
+    image = torch.rand(2, 8, 6, 3)
+    mask = torch.zeros(1, 8, 6)
+    mask[:, :, :3] = 1.0
+    given = widgets.given_values(specs, {"image": image, "mask_image": mask, "control_image": image[:1], "height": 0})
+    assert [im.size for im in given["image"]] == [(6, 8), (6, 8)] and given["image"][0].mode == "RGB"
+    pixels = torch.tensor(list(given["image"][1].getdata())).reshape(8, 6, 3).float() / 255
+    assert (pixels - image[1]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit, rounded
+    assert given["mask_image"][0].mode == "L" and given["mask_image"][0].getpixel((0, 0)) == 255  # 1 = repaint
+    assert given["mask_image"][0].getpixel((5, 0)) == 0 and isinstance(given["control_image"], Image.Image)
+    bad = [({"control_image": image}, "takes one image, got a batch of 2"),
+           ({"image": torch.rand(1, 8, 6, 4)}, "RGBA"),
+           ({"image": torch.rand(0, 8, 6, 3)}, "holds no images"),
+           ({"image": image, "mask_image": torch.zeros(1, 4, 4)}, "a mask is of its image's size"),
+           ({"image": image, "height": 16}, "leave height / width at 0")]
+    for values, words in bad:
+        with pytest.raises(LoopConfigError) as e:
+            widgets.given_values(specs, {"height": 0, **values}, label="StableDiffusionXLAutoBlocks")
+        assert words in str(e.value) and "StableDiffusionXLAutoBlocks" in str(e.value), e.value
+
+
+def test_union_and_list_hints_take_what_they_declare():
+    from PIL import Image
+
+    from modular.core.params import ParamSpec, check_value
+
+    union = ParamSpec("image", "image", Image.Image | list[Image.Image])
+    picture = Image.new("RGB", (2, 2))
+    assert check_value(union, picture) is None and check_value(union, [picture]) is None
+    assert "expected" in check_value(union, "a cat")
+    assert check_value(ParamSpec("t", "object", torch.Tensor | list), [1]) is None

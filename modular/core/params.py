@@ -5,7 +5,10 @@ A spec's `kind` says how a host shows the input:
 - "json": untyped, or a list / tuple / dict type_hint: a text widget parsed as JSON, plus a socket
   that accepts any value;
 - "object": any other type_hint (a tensor, a class): a socket only;
-- "component": an `expected_components` entry: a socket typed by the component's class.
+- "component": an `expected_components` entry: a socket typed by the component's class;
+- "image", "mask", "video": media a user gives one of diffusers' pipelines (`media_kind`): a host's image,
+  mask or frames socket, converted to what diffusers' image processors take (`pipelines.media`);
+  `options["many"]`: the input takes a list (a batch of several images).
 - "seed": an input named `generator` (diffusers' name for the random generator): an int seed widget; a
   seed given becomes a seeded CPU `torch.Generator` in the state (`to_state_value`), none given keeps the
   incoming state's generator.
@@ -57,6 +60,8 @@ def _unwrap_optional(hint):
 def _type_name(hint) -> str:
     if hint is None:
         return "any"
+    if typing.get_origin(hint) is not None:  # list[int], X | Y: as written
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint)
 
 
@@ -119,6 +124,11 @@ def _call_value(p, hint, template, options):
     if not template:
         options["advanced"] = True  # not one of diffusers' standard parameters: shown behind "advanced"
     template = template or {}
+    media = media_kind(p.name, hint, template)
+    if media is not None:
+        options.pop("advanced", None)  # what a user gives a pipeline: an image, a mask, a video
+        options["many"] = media != "video" and accepts_list(hint)
+        return hint, media, options
     if hint is None and type(p.default) in WIDGET_KINDS:
         hint = type(p.default)
     elif hint is None and template.get("type") in TEMPLATE_TYPES:
@@ -148,6 +158,42 @@ def _call_value(p, hint, template, options):
     if not options.get("choices"):
         options.pop("choices", None)
     return hint, kind, options
+
+
+def _arms(hint) -> list:
+    """The types a hint names: the arms of a union, the element type of a list, in order."""
+    hint = _unwrap_optional(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [arm for a in typing.get_args(hint) for arm in _arms(a)]
+    if typing.get_origin(hint) in (list, tuple):
+        return [arm for a in typing.get_args(hint) for arm in _arms(a)]
+    return [hint]
+
+
+def _names_pil(hint) -> bool:
+    return any(getattr(a, "__module__", "").startswith("PIL") and getattr(a, "__name__", "") == "Image" for a in _arms(hint))
+
+
+def accepts_list(hint) -> bool:
+    """Whether a hint takes a list (several images): untyped, a list, or a union with a list arm."""
+    hint = _unwrap_optional(hint)
+    if hint is None:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(accepts_list(a) for a in typing.get_args(hint))
+    return hint is list or typing.get_origin(hint) is list
+
+
+def media_kind(name: str, hint, template: dict | None = None) -> str | None:
+    """"image", "mask" or "video" for an input a user gives a pipeline as media, by diffusers' own words: its UI
+    template's type (`image`, `video`), or a type hint naming PIL images (a list of them for a video's frames, a
+    name with "mask" for a mask); an untyped `mask_image` is a mask. None for anything else."""
+    kind = (template or {}).get("type")
+    if kind == "video" or (_names_pil(hint) and "video" in name):
+        return "video"
+    if kind == "image" or _names_pil(hint) or (hint is None and name.endswith("_image") and "mask" in name):
+        return "mask" if "mask" in name else "image"
+    return None
 
 
 def to_state_value(name: str, value):
@@ -184,6 +230,11 @@ def check_value(spec: ParamSpec, value) -> str | None:
     hint = _unwrap_optional(spec.type_hint)
     if hint is None or hint is Any:
         return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | Y`: what any of them takes
+        reasons = [check_value(ParamSpec(spec.name, spec.kind, arm), value) for arm in typing.get_args(hint)]
+        if any(reason is None for reason in reasons):
+            return None
+        return f"expected {_type_name(hint)}, got {type(value).__name__} {_preview(value)}"
     origin = typing.get_origin(hint) or hint
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

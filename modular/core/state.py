@@ -119,6 +119,8 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
                 f"{loop_label}: required input '{name}' is missing: give it on {who or 'the loop'} "
                 f"or in the incoming state"
             )
+        if not any(name in s.values for s in sources):
+            continue  # a value from the incoming state: what an earlier step wrote, as diffusers hands it on
         for source in sources:
             for p in source.params:
                 if p.name == name:

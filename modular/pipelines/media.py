@@ -1,0 +1,90 @@
+"""A host's media as diffusers' pipelines take them, and back.
+
+A host image batch is a float tensor `B, H, W, C` in 0..1 (ComfyUI's IMAGE); a mask batch `B, H, W`, 1 = the area
+to change (ComfyUI's MASK); video frames are an image batch, one frame after another. diffusers' image processors
+take PIL images, numpy arrays or tensors; its blocks' type hints name PIL images, so that is what they get: 8-bit
+RGB images (the host's own rounding when it saves an image, `clip(255 * x)`), masks as 8-bit greyscale images
+(255 = repaint, diffusers' convention as the host's), frames as a list of images.
+"""
+
+from __future__ import annotations
+
+from ..core.errors import LoopConfigError
+
+
+def _batch(value, dims: int, what: str, label: str):
+    import torch
+
+    if not torch.is_tensor(value) or value.ndim != dims:
+        shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
+        want = "B, H, W, C" if dims == 4 else "B, H, W"
+        raise LoopConfigError(f"{label}: expected {what} ({want}), got {shape}")
+    if value.shape[0] == 0:
+        raise LoopConfigError(f"{label}: {what} holds no {'frames' if 'frame' in what else 'images'}")
+    return value
+
+
+def to_pil_images(images, label: str) -> list:
+    """A host image batch (B, H, W, 3 in 0..1) as a list of B RGB PIL images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    images = _batch(images, 4, "an image batch", label)
+    channels = images.shape[-1]
+    if channels != 3:
+        hint = " (RGBA: Load Image gives the alpha as its MASK)" if channels == 4 else ""
+        raise LoopConfigError(f"{label}: expected an RGB IMAGE (B, H, W, 3), got {channels} channels, shape "
+                              f"{tuple(images.shape)}{hint}")
+    pixels = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [Image.fromarray(np.ascontiguousarray(p), "RGB") for p in pixels]
+
+
+def to_pil_masks(masks, label: str) -> list:
+    """A host mask batch (B, H, W; 1 = change; or one H, W mask) as a list of B greyscale PIL images (255 = change)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if hasattr(masks, "ndim") and masks.ndim == 2:
+        masks = masks[None]
+    masks = _batch(masks, 3, "a mask batch", label)
+    pixels = (masks.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [Image.fromarray(np.ascontiguousarray(p), "L") for p in pixels]
+
+
+def as_pipeline_media(kind: str, value, many: bool, label: str):
+    """A host value for an input of media `kind` ("image", "mask", "video"): PIL images, one where the input takes
+    one (`many` False), a list where it takes several; a video's frames as a list."""
+    if kind == "video":
+        return to_pil_images(_batch(value, 4, "video frames", label), label)
+    items = to_pil_masks(value, label) if kind == "mask" else to_pil_images(value, label)
+    if many:
+        return items
+    if len(items) != 1:
+        raise LoopConfigError(f"{label}: takes one {kind}, got a batch of {len(items)}; pick one (e.g. ComfyUI's "
+                              f"ImageFromBatch)")
+    return items[0]
+
+
+def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
+    """Before anything runs: the masks given with images are of their size, and images given with an explicit
+    `height` / `width` (`asked`, 0 or absent: not asked) are of that size. `media`: name -> PIL image(s) as
+    `as_pipeline_media` made them; `kinds`: name -> "image" / "mask" / "video"."""
+    def size(value):
+        first = value[0] if isinstance(value, list) else value
+        return first.size[1], first.size[0]  # PIL: (width, height)
+
+    images = {n: size(v) for n, v in media.items() if kinds.get(n) in ("image", "video") and v}
+    masks = {n: size(v) for n, v in media.items() if kinds.get(n) == "mask" and v}
+    for mask, (h, w) in masks.items():
+        for image, (ih, iw) in images.items():
+            if (h, w) != (ih, iw):
+                raise LoopConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "
+                                      f"size (scale it, e.g. with Upscale Image / ImageToMask of the same image)")
+    want_h, want_w = asked.get("height") or 0, asked.get("width") or 0
+    for image, (h, w) in images.items():
+        if (want_h and h != want_h) or (want_w and w != want_w):
+            raise LoopConfigError(f"{label}: '{image}' is {w}x{h}, but height x width asks {want_w or w}x{want_h or h}: "
+                                  f"scale the image (Upscale Image), or leave height / width at 0 to take its size")
+
