@@ -7,7 +7,9 @@ import torch
 
 from modular import BlockConfig, LoopConfigError, StepHooks, compat
 from modular.blocks import denoise as blocks
-from modular.sampling import HostValues, continued_schedule, plan_denoise, resumable, stopped_at
+from modular.blocks import diffusers_step as scheduler_step
+from modular.sampling import (SCHEDULER_STATE, STEP_HISTORY, HostValues, continued_schedule, plan_denoise, resumable,
+                              stopped_at)
 from modular.state_files import Autosave, load_state, read_info, save_state
 
 from test_core_denoise import NOISE, SIGMAS, denoiser
@@ -145,6 +147,10 @@ def test_the_hosts_callables_are_left_out_and_never_copied():
     assert kept.get("latents") is not state.get("latents") and torch.equal(kept.get("latents"), state.get("latents"))
 
 
+def diffusers_step(scheduler, **config):
+    return BlockConfig(scheduler_step.DiffusersSchedulerStep, {"scheduler": scheduler, "scheduler_config": config or None})
+
+
 def resumed_from(state, step_block, until=STEPS, hooks=None):
     """A run that resumes `state` (one a loop stopped with) on the rest of SIGMAS, up to step `until`."""
     at = stopped_at(state)
@@ -152,7 +158,8 @@ def resumed_from(state, step_block, until=STEPS, hooks=None):
     return run(step_block, sigmas=schedule, state=state, latents=state.get("latents"), start_step=first, hooks=hooks)
 
 
-@pytest.mark.parametrize("step_block", [blocks.EulerStep, blocks.DPMPP2MStep])
+@pytest.mark.parametrize("step_block", [blocks.EulerStep, blocks.DPMPP2MStep, diffusers_step("EulerAncestralDiscreteScheduler")],
+                         ids=["EulerStep", "DPMPP2MStep", "diffusers_euler_ancestral"])
 def test_a_resumed_run_resumed_again_equals_one_run_and_records_where_it_stopped(tmp_path, step_block):
     # 0..k, then k..m from its state, then m..N from that one's, each through a file: the run 0..N exactly. Each
     # state records the step of the whole schedule it stopped at (k, m, N), and `step_done` is told those steps.
@@ -173,3 +180,117 @@ def test_a_resumed_run_resumed_again_equals_one_run_and_records_where_it_stopped
         results.append(result)
     assert (state.get("latents") - whole).abs().max().item() == 0
     assert [(r.stopped_at, stopped_at(r.state)) for r in results] == [(2, 2), (4, 4), (STEPS, STEPS)]
+
+
+DIFFUSERS_CASES = {  # (scheduler, config): each kind of history a scheduler carries, and a generator
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "dpm": ("DPMSolverMultistepScheduler", {}),
+    "dpm_order3": ("DPMSolverMultistepScheduler", {"solver_order": 3}),
+    "dpm_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "unipc_order3": ("UniPCMultistepScheduler", {"solver_order": 3}),
+}
+
+
+def interrupted_and_saved(tmp_path, step_block, stop_at, state=None):
+    """A run over the whole schedule (resuming `state` when given) with save_every 1, interrupted after the step that
+    reaches position `stop_at` -> (the positions written, the state loaded back from its file)."""
+    written, start = [], 0 if state is None else stopped_at(state)
+    path = tmp_path / f"auto_{stop_at}.safetensors"
+    autosave = Autosave(1, lambda: path, written=lambda at, file: written.append(at))
+    hooks = keep(autosave, interrupt=stop_after(stop_at - start), passthrough=(Stop,))
+    with pytest.raises(Stop):
+        if state is None:
+            run(step_block, hooks=hooks)
+        else:
+            resumed_from(state, step_block, hooks=hooks)
+    autosave.finish()
+    loaded, info = load_state(path)
+    assert info["step"] == stopped_at(loaded) == stop_at
+    return written, loaded
+
+
+@pytest.mark.parametrize("case", list(DIFFUSERS_CASES))
+def test_the_diffusers_scheduler_step_saved_as_it_runs_resumes_to_one_run(tmp_path, case):
+    # save_every 1 over the whole schedule, Interrupt after step 2, Load, resume, Interrupt after step 4, Load, resume
+    # to the end == one run 0..N exactly: the scheduler's position and history, and a stochastic one's generator, are
+    # in the files (as tensors and JSON values).
+    scheduler, config = DIFFUSERS_CASES[case]
+    step = diffusers_step(scheduler, **config)
+    whole = run(step).state.get("latents")
+    written, at_2 = interrupted_and_saved(tmp_path, step, 2)
+    assert written == [1, 2]
+    written, at_4 = interrupted_and_saved(tmp_path, step, 4, at_2)
+    assert written == [3, 4]
+    resumed = resumed_from(at_4, step).state.get("latents")
+    assert (resumed - whole).abs().max().item() == 0, case
+    if case != "euler":  # the kept history is what makes it exact: without it the resumed run is another one
+        forgot = compat.map_state(at_2, lambda v: v)
+        for name in STEP_HISTORY:
+            compat.state_values(forgot).pop(name, None)
+        assert (resumed_from(forgot, step).state.get("latents") - whole).abs().max().item() > 1e-5, case
+
+
+def test_a_state_that_leaves_the_loop_holds_the_scheduler_as_plain_values_only():
+    # The running loop steps with the live scheduler and generator; its snapshots and its final state hold what they
+    # carry as tensors and JSON values, which a state file takes as they are (no skip_unsupported).
+    from modular.state_files import encode_state
+
+    snaps = []
+    hooks = StepHooks(step_done=lambda position, snapshot: snaps.append(snapshot()))
+    final = run(diffusers_step("UniPCMultistepScheduler"), hooks=hooks).state
+    for state in [*snaps, final]:
+        kept = resumable(state)
+        tensors, values, skipped = encode_state(kept)
+        assert skipped == [] and set(STEP_HISTORY) - {"old_denoised"} <= set(tensors) | set(values)
+        assert not any(name.startswith("_live") for name in compat.state_values(state))
+    assert compat.state_values(final)[SCHEDULER_STATE]["stepping"]["_step_index"] == {"value": STEPS}
+
+
+def same(a, b) -> bool:
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):  # a config: diffusers' own bookkeeping (`_use_default_values`) aside
+        a, b = ({k: v for k, v in d.items() if not k.startswith("_")} for d in (a, b))
+        return set(a) == set(b) and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+SCHEDULER_RUNS = [(name, {}) for name in scheduler_step.SCHEDULERS] + [
+    ("DPMSolverMultistepScheduler", {"solver_order": 3}), ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    ("UniPCMultistepScheduler", {"solver_order": 3})]
+
+
+@pytest.mark.parametrize("name,config", SCHEDULER_RUNS)
+def test_a_scheduler_kept_as_plain_values_is_made_again_as_it_was(tmp_path, name, config):
+    # Everything a scheduler the block drives changes while it steps is in compat.SCHEDULER_STEPPING (a diffusers
+    # that adds a stepping attribute fails here), and after every step the scheduler made again from its plain
+    # values, through a state file, equals it attribute for attribute.
+    import copy
+
+    flow = scheduler_step.SCHEDULERS[name][0] == "flow"
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]) if flow else SIGMAS
+    scheduler = scheduler_step.make_scheduler(name, config, flow)
+    scheduler_step.start(scheduler, sigmas)
+    started = {k: copy.copy(v) for k, v in vars(scheduler).items()}
+    changed, generator = set(), torch.Generator().manual_seed(0)
+    for i in range(len(sigmas) - 1):
+        x, output = torch.randn(2, 1, 4, 8, 8, generator=generator)
+        kwargs = {"generator": generator} if scheduler_step.takes_generator(scheduler) else {}
+        scheduler.step(output, scheduler.timesteps[i], x, return_dict=False, **kwargs)
+        changed |= {k for k, v in vars(scheduler).items() if k not in started or not same(started[k], v)}
+        kept = compat.PipelineState()
+        for value_name, value in scheduler_step.plain_scheduler(scheduler).items():
+            kept.set(value_name, value)
+        save_state(kept, tmp_path / "s.safetensors")
+        loaded = compat.state_values(load_state(tmp_path / "s.safetensors")[0])
+        configured = scheduler_step.make_scheduler(name, config, flow)
+        again = scheduler_step.rebuilt_scheduler(loaded[SCHEDULER_STATE], loaded, configured, sigmas, i + 1, "cpu")
+        assert set(vars(again)) == set(vars(scheduler)), (name, i)
+        for k, v in vars(scheduler).items():
+            assert same(vars(again)[k], v), (name, i, k)
+    assert changed and changed <= set(compat.SCHEDULER_STEPPING), (name, sorted(changed - set(compat.SCHEDULER_STEPPING)))

@@ -21,6 +21,19 @@ STEPS = {
 TOL = 1e-5
 
 
+def diffusers_step(scheduler):
+    return ("ModularBlock_DiffusersSchedulerStep", {"scheduler": scheduler, "scheduler_config": ""})
+
+
+DIFFUSERS_STEPS = {  # the diffusers scheduler step: a scheduler with no history, a multistep one of each kind, a stochastic one
+    "diffusers_euler": diffusers_step("EulerDiscreteScheduler"),
+    "diffusers_unipc": diffusers_step("UniPCMultistepScheduler"),
+    "diffusers_dpm": diffusers_step("DPMSolverMultistepScheduler"),
+    "diffusers_euler_ancestral": diffusers_step("EulerAncestralDiscreteScheduler"),
+}
+RESUMED_STEPS = {**STEPS, **DIFFUSERS_STEPS}
+
+
 @pytest.fixture(scope="module")
 def server(comfy_server):
     return comfy_server
@@ -114,8 +127,11 @@ def test_denoise_loop_nodes_and_block_inputs(server):
     # The values the sampler provides (latents, sigmas, the model, its seed) are not inputs of any block node.
     assert info["ModularBlock_PredictDenoised"]["input"].get("required", {}) == {}
     assert set(info["ModularBlock_EulerAncestralStep"]["input"]["required"]) == {"eta", "s_noise"}
-    choices = info["ModularBlock_DiffusersSchedulerStep"]["input"]["required"]["scheduler"][0]
+    diffusers_inputs = info["ModularBlock_DiffusersSchedulerStep"]["input"]
+    choices = diffusers_inputs["required"]["scheduler"][0]
     assert "EulerDiscreteScheduler" in choices and "DPMSolverMultistepScheduler" in choices
+    # What it keeps in the state from step to step (its scheduler and generator, as plain values) has no input either.
+    assert set(diffusers_inputs["required"]) | set(diffusers_inputs.get("optional", {})) == {"scheduler", "scheduler_config"}
 
 
 # --- parity with the built-in samplers ---------------------------------------------------------
@@ -137,6 +153,14 @@ def test_the_comparison_can_fail(server):
     assert measured(server, d)[0]["max_abs_diff"] > 1e-2
 
 
+def masked(d, latent):
+    """`latent` with an inpaint mask (SetLatentNoiseMask): its left half is generated, the right half kept."""
+    g = d.graph
+    left_half = g.node("MaskComposite", destination=g.node("SolidMask", value=0.0, width=64, height=64),
+                       source=g.node("SolidMask", value=1.0, width=32, height=64), x=0, y=0, operation="add")
+    return g.node("SetLatentNoiseMask", samples=latent, mask=left_half)
+
+
 def custom_advanced(model, sampler, step_blocks, denoise=1.0, mask=False, steps=4, scheduler="normal"):
     """SamplerCustomAdvanced with the built-in `sampler` (`builtin`) and with the loop's SAMPLER (`ours`)."""
     d = DenoiseGraph(model, steps=steps, denoise=denoise)
@@ -144,9 +168,7 @@ def custom_advanced(model, sampler, step_blocks, denoise=1.0, mask=False, steps=
     if denoise < 1 or mask:
         latent = d.start = d.img2img_start()
     if mask:
-        left_half = g.node("MaskComposite", destination=g.node("SolidMask", value=0.0, width=64, height=64),
-                           source=g.node("SolidMask", value=1.0, width=32, height=64), x=0, y=0, operation="add")
-        latent = g.node("SetLatentNoiseMask", samples=latent, mask=left_half)
+        latent = masked(d, latent)
     noise = g.node("RandomNoise", noise_seed=11)
     guider = g.node("CFGGuider", model=d.model, positive=d.positive, negative=d.negative, cfg=3.0)
     d.sigmas = g.node("BasicScheduler", model=d.model, scheduler=scheduler, steps=steps, denoise=denoise)
@@ -364,27 +386,36 @@ def test_blocks_that_are_not_a_denoise_loop(server):
 # --- stop, save, resume ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler", list(STEPS))
-def test_stop_save_load_and_resume_equals_one_run(server, sampler):
-    # 0..k, Save State, Load State, k..N == 0..N exactly: the latents, DPM++ 2M's history, the noise stream's place.
-    steps, k = 6, 3
-    d = DenoiseGraph("sd15", steps=steps)
-    g = d.graph
-    first = g.node(LOOP_K, **d.common, end_step=k,
-                   **{f"block_{n}": g.node(cls, **inputs) for n, (cls, inputs) in enumerate([PREDICT, STEPS[sampler]], 1)})
-    saved = g.node("ModularStateSave", state=first.out(2), filename_prefix=f"states/resume_{sampler}", skip_unsupported=False)
+def stop_save_and_resume(server, step_block, name, steps=6, k=3, inpaint=False):
+    """KSampler node 0..k (end_step k), Save State of its state output; then Load State + start_step k against the
+    run 0..N -> (the comparison, the second graph, the resumed node)."""
+    def graph():
+        d = DenoiseGraph("sd15", steps=steps)
+        if inpaint:  # an img2img start with SetLatentNoiseMask: ComfyUI's inpaint blend at every model call
+            d.common["latent_image"] = masked(d, d.img2img_start())
+        return d, d.graph, lambda: {f"block_{n}": d.graph.node(cls, **inputs) for n, (cls, inputs) in enumerate([PREDICT, step_block], 1)}
+
+    d, g, attach = graph()
+    first = g.node(LOOP_K, **d.common, end_step=k, **attach())
+    saved = g.node("ModularStateSave", state=first.out(2), filename_prefix=f"states/resume_{name}", skip_unsupported=False)
     run = server.run(g, timeout=300)
     assert run.status == "success", run.error
-    (name,) = run.outputs[saved.id]["text"]
+    (file,) = run.outputs[saved.id]["text"]
 
-    d = DenoiseGraph("sd15", steps=steps)
-    g = d.graph
-    loaded = g.node("ModularStateLoad", state_file=name)
-    blocks = lambda: {f"block_{n}": g.node(cls, **inputs) for n, (cls, inputs) in enumerate([PREDICT, STEPS[sampler]], 1)}  # noqa: E731
-    whole = g.node(LOOP_K, **d.common, **blocks())
-    resumed = g.node(LOOP_K, **d.common, start_step=k, state=loaded, **blocks())
+    d, g, attach = graph()
+    whole = g.node(LOOP_K, **d.common, **attach())
+    resumed = g.node(LOOP_K, **d.common, start_step=k, state=g.node("ModularStateLoad", state_file=file), **attach())
     d.compare(whole, resumed)
     result, _ = measured(server, d)
+    return result, d, resumed
+
+
+@pytest.mark.parametrize("sampler", list(STEPS) + ["diffusers_euler", "diffusers_euler_ancestral"])
+def test_stop_save_load_and_resume_equals_one_run(server, sampler):
+    # 0..k, Save State, Load State, k..N == 0..N exactly: the latents, DPM++ 2M's history, the noise stream's place, a
+    # diffusers scheduler and its generator (as plain values: Save State needs no skip_unsupported).
+    k = 3
+    result, d, resumed = stop_save_and_resume(server, RESUMED_STEPS[sampler], sampler, k=k)
     assert result["finite"] and result["max_abs_diff"] == 0, result
 
     resumed.set(start_step=k - 1)  # a state resumed from another step than it stopped at
@@ -400,14 +431,14 @@ def autosaved_files(server, prefix):
     return [f"states/{p.name} [output]" for p in found], found
 
 
-@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m"])
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m", *DIFFUSERS_STEPS])
 def test_save_every_and_interrupt_leave_a_file_that_resumes_to_the_uninterrupted_result(server, sampler):
     # save_every 3 on 8 steps, Interrupt after step 4: the file holds the last finished step (4 or later: where the
     # Interrupt landed), and Load State + resume from it gives exactly the uninterrupted run.
     from modular.state_files import read_info
 
     steps, prefix = 8, f"auto_{sampler}"
-    blocks = [PREDICT, STEPS[sampler], ("ModularBlock_SleepBlock", {"seconds": 0.15})]
+    blocks = [PREDICT, RESUMED_STEPS[sampler], ("ModularBlock_SleepBlock", {"seconds": 0.15})]
     d = DenoiseGraph("sd15", steps=steps)
     d.loop(LOOP_K, {**d.common, "save_every": 3, "save_prefix": f"states/{prefix}"}, blocks)
     d.show(d.loop_node)

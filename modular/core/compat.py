@@ -3,9 +3,9 @@ states, and what the pack reads of a loaded pipeline that diffusers keeps privat
 on its models, its table of schedulers).
 
 Everything version-specific about loops, blocks and pipeline states lives here, so that following upstream
-(e.g. its planned `IterativePipelineBlocks`) touches one file. One exception, by design: a block that
-drives a diffusers scheduler (`blocks/diffusers_step.py`, `start`) sets the scheduler's stepping position
-itself, as diffusers' own pipelines do; its tests pin that. Quirks of diffusers 0.42 absorbed here:
+(e.g. its planned `IterativePipelineBlocks`) touches one file; so does what a scheduler carries from one step to
+the next (`SCHEDULER_STEPPING`), which the block that drives diffusers schedulers (`blocks/diffusers_step.py`) keeps
+in a state through `scheduler_stepping` / `set_scheduler_stepping`. Quirks of diffusers 0.42 absorbed here:
 - `from_blocks_dict` keeps the raw dict as `sub_blocks`, so a block given as a class is never
   instantiated: `compose` instantiates classes first.
 - `outputs` of a loop omits `loop_intermediate_outputs` and `required_inputs` does not subtract
@@ -30,7 +30,7 @@ from diffusers.modular_pipelines.modular_pipeline_utils import InsertableDict
 
 __all__ = ["PipelineState", "role_of", "compose", "seeded_inputs", "instrument", "load_custom_block_class",
            "state_values", "map_state", "made_by", "stopped_at", "component_specs", "hook_names", "remove_hooks",
-           "scheduler_names", "ui_templates"]
+           "scheduler_names", "ui_templates", "SCHEDULER_STEPPING", "scheduler_stepping", "set_scheduler_stepping"]
 
 _COMPOSITE = (SequentialPipelineBlocks, ConditionalPipelineBlocks, LoopSequentialPipelineBlocks)
 
@@ -255,6 +255,38 @@ def scheduler_names() -> list[str]:
     import diffusers
 
     return sorted(n for n in getattr(diffusers, "_import_structure", {}).get("schedulers", []) if n.endswith("Scheduler"))
+
+
+# What diffusers' schedulers (0.42) carry from one `step` to the next that neither their config nor `set_timesteps`
+# makes again: where they stand and their multistep history. name -> "number" (an int, or None) or "tensors" (a
+# tensor, a list of tensors and None, or None). The one list of them: a core test (test_core_resume) compares it with
+# everything each scheduler the pack drives changes while it steps, so a diffusers that adds one fails there.
+SCHEDULER_STEPPING = {
+    "_step_index": "number",  # every scheduler: the index of its next step in its sigmas
+    "lower_order_nums": "number",  # DPM-Solver, UniPC: how far the multistep warm-up has gone
+    "this_order": "number",  # UniPC: the order of its last step
+    "model_outputs": "tensors",  # DPM-Solver, UniPC: the last `solver_order` converted model outputs
+    "timestep_list": "tensors",  # UniPC: their timesteps
+    "last_sample": "tensors",  # UniPC: the sample of its last step (for its corrector)
+    "derivatives": "tensors",  # LMS: its last derivatives
+}
+
+
+def scheduler_stepping(scheduler) -> dict:
+    """{name: value} of the `SCHEDULER_STEPPING` attributes `scheduler` has (lists copied: it changes its own)."""
+    held = vars(scheduler)
+    return {name: list(held[name]) if isinstance(held[name], list) else held[name]
+            for name in SCHEDULER_STEPPING if name in held}
+
+
+def set_scheduler_stepping(scheduler, values: dict):
+    """Set what `scheduler_stepping` read (on a scheduler made from the same config and `set_timesteps`)."""
+    unknown = sorted(set(values) - set(SCHEDULER_STEPPING))
+    if unknown:
+        raise ValueError(f"{type(scheduler).__name__}: no stepping attribute(s) {', '.join(unknown)} "
+                         f"(this diffusers carries {', '.join(SCHEDULER_STEPPING)})")
+    for name, value in values.items():
+        setattr(scheduler, name, value)
 
 
 def ui_templates() -> dict:

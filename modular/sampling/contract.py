@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.compat import SCHEDULER_STEPPING
 from ..core.errors import LoopConfigError
 from ..core.runner import BlockConfig, LoopResult, StepHooks, require_blocks, run_loop
 
@@ -60,9 +61,17 @@ class HostValues:
 
 
 HOST_VALUES = tuple(f.name for f in dataclasses.fields(HostValues))
+# The history step blocks keep in the state from step to step (so that a state a run stopped with holds it, and a
+# resumed run steps on from it): DPM++ 2M's `old_denoised`, and a diffusers scheduler as plain values
+# (`blocks/diffusers_step.py`): its class, config and stepping numbers (JSON), its history tensors (one value per
+# `compat.SCHEDULER_STEPPING` entry of kind "tensors") and the state of its generator (a uint8 tensor).
+SCHEDULER_STATE = "scheduler_state"
+SCHEDULER_TENSORS = {name: f"{SCHEDULER_STATE}.{name}" for name, kind in SCHEDULER_STEPPING.items() if kind == "tensors"}
+GENERATOR_STATE = "noise_generator_state"
+STEP_HISTORY = ("old_denoised", SCHEDULER_STATE, *SCHEDULER_TENSORS.values(), GENERATOR_STATE)
 # The values a denoise loop's blocks find in the block state with no node giving them: the host's, `denoised`,
-# which the prediction block writes each step, and `old_denoised`, DPM++ 2M's history. Block nodes of a denoise loop's family hide them.
-PROVIDED_IN_LOOP = HOST_VALUES + ("denoised", "old_denoised")
+# which the prediction block writes each step, and the step blocks' history. Block nodes of a denoise loop's family hide them.
+PROVIDED_IN_LOOP = HOST_VALUES + ("denoised",) + STEP_HISTORY
 CHECKED_OUTPUTS = ("latents", "denoised")
 DENOISE_NO_BLOCKS_HINT = "connect a prediction block and a step block"
 
