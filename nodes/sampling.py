@@ -65,6 +65,7 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
                 raise LoopConfigError(f"{plan.label}: the state's latents are {tuple(getattr(latents, 'shape', ()))}, "
                                       f"the latent given is {tuple(x.shape)}: resume with a latent of the same size")
             drawn = int(initial.get("noise_draws") or 0)
+            restore_inpaint_noise(model, initial.get("noise"), plan.label)
         noise = CountedNoise(host_noise_sampler(base, x, extra_args.get("seed"), flow := is_flow(base)), skip=drawn)
 
         def kept(state, copy=True):  # what a state file holds of a state (the runner recorded where it stopped)
@@ -102,6 +103,22 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
         return result.state.get("latents")
 
     return comfy.samplers.KSAMPLER(sample)
+
+
+def restore_inpaint_noise(model, kept, label):
+    """Give ComfyUI's inpaint wrapper (`KSamplerX0Inpaint`, which noises the region an inpaint mask keeps with the
+    run's noise at every model call) the noise of the run a state stopped with: a resumed run is sampled without
+    adding noise (its x comes from the state), so ComfyUI hands the wrapper zeros. The state keeps it anyway
+    (`HostValues.noise`), and this run's state keeps it on for the next resume."""
+    import torch
+
+    if not torch.is_tensor(kept) or not hasattr(model, "noise"):
+        return
+    if torch.is_tensor(model.noise) and tuple(kept.shape) != tuple(model.noise.shape):
+        raise LoopConfigError(f"{label}: the state's noise is {tuple(kept.shape)}, the latent given is "
+                              f"{tuple(model.noise.shape)}: resume with a latent of the same size")
+    like = model.noise if torch.is_tensor(model.noise) else kept
+    model.noise = kept.to(device=like.device, dtype=like.dtype)
 
 
 def denoise_callbacks(sigmas, callback):

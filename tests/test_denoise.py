@@ -423,6 +423,14 @@ def test_stop_save_load_and_resume_equals_one_run(server, sampler):
     assert node == resumed.id and f"the state stopped at step {k}; set start_step to {k}" in msg, msg
 
 
+@pytest.mark.parametrize("sampler", list(STEPS))
+def test_an_inpaint_stopped_saved_and_resumed_equals_one_run(server, sampler):
+    # SetLatentNoiseMask: ComfyUI blends the kept region with the run's noise at every model call; the resumed run
+    # (SamplerCustom without add_noise) gets that noise back from the state, so 0..k + k..N == 0..N exactly.
+    result, _, _ = stop_save_and_resume(server, STEPS[sampler], f"inpaint_{sampler}", inpaint=True)
+    assert result["finite"] and result["max_abs_diff"] == 0, result
+
+
 def autosaved_files(server, prefix):
     """The state files a run's save_every wrote under output/states/ with `prefix`, newest last, as Load State
     names them."""
