@@ -193,3 +193,68 @@ def test_workflows_saved_by_earlier_versions_load_and_validate(page_results):
         assert answer["status"] == 200 and answer["body"]["node_errors"] == {}, (name, answer)
         for sockets in answer["sockets"]:  # re-arranged: the connected ones and one free socket
             assert sockets[-1] == f"block_{len(sockets)}" and len(sockets) >= 2
+
+
+def missing_diffusers_release_message(name, source, saved, here):
+    return (f"diffusers step {name} is one of diffusers' own ({source}), saved with diffusers {saved}; this server's "
+            f"diffusers ({here}) has no such class: install diffusers {saved} (or a release that has {name}) and restart")
+
+
+def test_missing_diffusers_node_names_its_class_and_the_diffusers_it_was_saved_with(page_results):
+    r = result(page_results, "missing_diffusers_node")
+    rec = r["recorded"]
+    assert rec["type"] and rec["version"], rec  # a diffusers node of this server, and its diffusers
+    text = "\n".join(r["warned"])
+    assert missing_diffusers_release_message("NoSuchDiffusersStep", "diffusers/modular_pipelines/stable_diffusion_xl/encoders.py",
+                                             "0.42.1", rec["version"]) in text, text
+    # without a recorded release: said so, the class and its file named
+    assert ("loop wrapper NoSuchDiffusersLoop is one of diffusers' own (diffusers/modular_pipelines/flux/denoise.py); the "
+            "workflow does not record which diffusers it was saved with, and this server's diffusers "
+            f"({rec['version']}) has no such class: install a diffusers release that has NoSuchDiffusersLoop") in text, text
+    # a diffusers custom-block folder is a folder
+    assert ("loop block NoSuchCustomBlock from a diffusers custom-block folder (my_custom_block); put that folder into "
+            "ComfyUI/models/modular_blocks/ and restart") in text, text
+    # nor is a diffusers class sent to the blocks folder
+    assert not [line for line in text.splitlines() if "NoSuchDiffusers" in line and "modular_blocks" in line], text
+    assert any("Modular Loops: missing blocks" in t for t in r["toast"])
+    # what lets a later server say so: a diffusers node made here records this server's diffusers next to its origin
+    assert rec["saved"] == {"origin": "diffusers", "source": rec["served"]["source"], "diffusers_version": rec["version"]}, rec
+
+
+def subgraph_result(page_results, name):
+    """A subgraph scenario's result; skipped, loudly, on a frontend without subgraphs."""
+    r = result(page_results, name)
+    if r.get("unsupported"):
+        reason = f"frontend {page_results['frontend']}: {r['unsupported']}"
+        SKIPPED_TIERS[f"browser subgraph tests on {page_results['frontend']}"] = reason
+        pytest.skip(reason)
+    return r
+
+
+def test_loop_in_a_subgraph_shows_its_step_on_itself_and_on_the_subgraph_node(page_results):
+    r = subgraph_result(page_results, "subgraph_progress")
+    assert r["execId"] in r["prompt"], r  # the server knows the loop by its path of ids
+    seen = r["atRoot"]["seen"]
+    assert seen[1] == 60 and 2 <= seen[0] < 60, r
+    assert r["atRoot"]["inner"]["step"] and r["atRoot"]["holder"]["step"], r  # both nodes carry it
+    if page_results["frontend"].endswith("nodes2"):  # the frontend's own progress bar on the loop's element
+        assert r["inside"]["bar"], r
+    else:  # the canvas renderer draws our text, on the subgraph node at the root and on the loop inside
+        assert r["atRoot"]["drawn"] and r["inside"]["drawn"], r
+    assert r["after"] == {"step": None, "holder": {"step": None, "failed": False}, "inner": {"step": None, "failed": False}}, r
+
+
+def test_failing_block_in_a_subgraph_is_outlined_inside_and_on_the_subgraph_node(page_results):
+    r = subgraph_result(page_results, "subgraph_error")
+    path = f"{r['holder']}:{r['bad']}"
+    assert r["errorNode"] == f"{r['holder']}:{r['loop']}", r
+    assert f"FailAtStepBlock, node {path}" in r["message"], r
+    if page_results["frontend"].endswith("nodes2"):  # the elements of the graph on screen: the holder, then the block
+        assert r["atRoot"]["elements"]["holder"] is True, r
+        assert r["inside"]["elements"] == {"bad": True, "loop": False}, r
+    else:  # drawn on the canvas: on the subgraph node at the root, on the block inside
+        assert r["atRoot"]["outlines"] > 0 and r["inside"]["outlines"] > 0, r
+    assert r["atRoot"]["failed"] == path, r
+    assert r["atRoot"]["holder"]["failed"] and r["atRoot"]["bad"]["failed"] and not r["atRoot"]["loop"]["failed"], r
+    assert not r["cleared"]["failed"] and not r["cleared"]["holder"]["failed"] and not r["cleared"]["bad"]["failed"], r
+    assert r["cleared"]["elements"] == 0, r

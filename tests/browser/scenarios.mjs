@@ -121,6 +121,45 @@ async function installHelpers() {
           body: JSON.stringify({ prompt: output }) });
         return { status: r.status, body: await r.json() };
       },
+      // The nodes `ids` (of the root graph) made into a subgraph: {holder, inner: {type: id}} ({unsupported} on a
+      // frontend without subgraphs).
+      toSubgraph(ids) {
+        if (typeof g().convertToSubgraph !== "function") return { unsupported: "this frontend's LGraph has no convertToSubgraph" };
+        const { node } = g().convertToSubgraph(new Set(ids.map((id) => g().getNodeById(id))));
+        return { holder: node.id, inner: Object.fromEntries(node.subgraph._nodes.map((n) => [n.type, n.id])) };
+      },
+      holder: (id) => g().getNodeById(id),
+      inner: (holder, id) => g().getNodeById(holder).subgraph.getNodeById(id),
+      // Show a subgraph on the canvas, or the root graph again.
+      open(holder) {
+        const node = g().getNodeById(holder);
+        app.canvas.openSubgraph(node.subgraph, node);
+      },
+      closeSubgraphs() {
+        if (app.canvas.graph !== g()) app.canvas.setGraph(g());
+      },
+      // What the canvas renderer draws from now on: "step n/N" texts and red outlines.
+      spyCanvas() {
+        const drawn = (window.__mlDrawn = { steps: [], outlines: 0 });
+        if (window.__mlSpying) return;
+        window.__mlSpying = true;
+        const proto = CanvasRenderingContext2D.prototype;
+        const fillText = proto.fillText, strokeRect = proto.strokeRect;
+        proto.fillText = function (text) {
+          if (/^step \d+\/\d+$/.test(text)) window.__mlDrawn.steps.push(text);
+          return fillText.apply(this, arguments);
+        };
+        proto.strokeRect = function () {
+          if (String(this.strokeStyle).toLowerCase() === "#ff4444") window.__mlDrawn.outlines += 1;
+          return strokeRect.apply(this, arguments);
+        };
+        return drawn;
+      },
+      drawn: () => window.__mlDrawn,
+      // the marks the extension put on a node (none where it puts none)
+      marks: (node) => window.ml.ext().marks?.(node) ?? { step: null, failed: false },
+      // Nodes 2.0: whether the element of node `id` in the graph on screen is outlined
+      outlined: (id) => document.querySelector(`.lg-node[data-node-id="${id}"]`)?.hasAttribute("data-modular-loops-failed") ?? null,
       // The text a node shows in its widgets (PreviewAny: one text widget; newer hosts add a mode combo).
       previewTexts(id) {
         return (g().getNodeById(id).widgets ?? []).map((w) => String(w.value ?? "").trim());
@@ -304,6 +343,104 @@ await scenario("error_marks_block", async () => {
   return { failed, ids, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id, domMarked, cleared };
 });
 
+// Subgraphs: the server names a node inside one by its path of ids ("holder:inner"); the loop's step and the
+// failed block's outline go on the inner node (seen once the subgraph is opened) and on the subgraph node.
+await scenario("subgraph_progress", async () => {
+  const made = await page.evaluate(async () => {
+    const { ml } = window;
+    const { loop, second } = await ml.twoBlockLoop("ModularBlock_SleepBlock", { seconds: 0.15 }, 60);
+    const inspect = ml.g()._nodes.find((n) => n.type === "ModularStateInspect").id;
+    const first = ml.g()._nodes.find((n) => n.type === "ModularBlock_LoopBlock").id;
+    return ml.toSubgraph([first, second, loop, inspect]);
+  });
+  if (made.unsupported) return made;
+  const holder = made.holder, loop = made.inner.ModularLoop_LoopWrapper;
+  const execId = `${holder}:${loop}`;
+  try {
+    await page.evaluate(() => {
+      window.__mlInterrupted = false;
+      window.app.api.addEventListener("execution_interrupted", () => { window.__mlInterrupted = true; });
+    });
+    const prompt = await page.evaluate(async () => Object.keys((await window.app.graphToPrompt()).output));
+    await page.evaluate(() => window.app.queuePrompt(0));
+    await page.waitForFunction((id) => (window.ml.ext().step(id)?.[0] ?? 0) >= 2, execId, { timeout: 60000 });
+    await page.evaluate(() => window.ml.spyCanvas());
+    await page.waitForTimeout(400);
+    const atRoot = await page.evaluate(({ holder, loop }) => ({
+      seen: window.ml.ext().step(`${holder}:${loop}`),
+      holder: window.ml.marks(window.ml.holder(holder)),
+      inner: window.ml.marks(window.ml.inner(holder, loop)),
+      drawn: [...window.ml.drawn().steps],
+    }), { holder, loop });
+    await page.screenshot({ path: path.join(outDir, "subgraph_progress_root.png") });
+    await page.evaluate((holder) => { window.ml.open(holder); window.ml.spyCanvas(); }, holder);
+    await page.waitForTimeout(600);
+    const inside = await page.evaluate((loop) => {
+      const bar = [...document.querySelectorAll(`[data-node-id="${loop}"] div`)].find((d) => /%$/.test(d.style.width));
+      return { drawn: [...window.ml.drawn().steps], bar: bar ? bar.style.width : null };
+    }, loop);
+    await page.screenshot({ path: path.join(outDir, "subgraph_progress_inside.png") });
+    await page.evaluate(() => window.app.api.interrupt());
+    await page.waitForFunction(() => window.__mlInterrupted, null, { timeout: 30000 });
+    await page.waitForTimeout(200);
+    const after = await page.evaluate(({ holder, loop }) => ({
+      step: window.ml.ext().step(`${holder}:${loop}`) ?? null,
+      holder: window.ml.marks(window.ml.holder(holder)),
+      inner: window.ml.marks(window.ml.inner(holder, loop)),
+    }), { holder, loop });
+    return { holder, loop, execId, prompt, atRoot, inside, after };
+  } finally {
+    await page.evaluate(() => window.ml.closeSubgraphs());
+  }
+});
+
+await scenario("subgraph_error", async () => {
+  const errors = [];
+  await page.exposeFunction("__mlSawSubgraphError", (d) => errors.push(d));
+  await page.evaluate(() => window.app.api.addEventListener("execution_error", ({ detail }) => window.__mlSawSubgraphError(detail)));
+  const made = await page.evaluate(async () => {
+    const { ml } = window;
+    const { loop, second } = await ml.twoBlockLoop("ModularBlock_FailAtStepBlock", { fail_at: 1 }, 3);
+    const inspect = ml.g()._nodes.find((n) => n.type === "ModularStateInspect").id;
+    const first = ml.g()._nodes.find((n) => n.type === "ModularBlock_LoopBlock").id;
+    return ml.toSubgraph([first, second, loop, inspect]);
+  });
+  if (made.unsupported) return made;
+  const holder = made.holder, bad = made.inner.ModularBlock_FailAtStepBlock, loop = made.inner.ModularLoop_LoopWrapper;
+  try {
+    await page.evaluate(() => window.ml.spyCanvas());
+    await page.evaluate(() => window.app.queuePrompt(0));
+    await page.waitForFunction(() => window.ml.ext().failedBlock() != null, null, { timeout: 60000 });
+    await page.waitForTimeout(500);
+    await page.keyboard.press("Escape");
+    await page.waitForTimeout(200);
+    const marks = (ids) => page.evaluate(({ holder, bad, loop }) => ({
+      failed: window.ml.ext().failedBlock(),
+      holder: window.ml.marks(window.ml.holder(holder)),
+      bad: window.ml.marks(window.ml.inner(holder, bad)),
+      loop: window.ml.marks(window.ml.inner(holder, loop)),
+    }), ids);
+    const ids = { holder, bad, loop };
+    const atRoot = { ...(await marks(ids)), outlines: await page.evaluate(() => window.ml.drawn().outlines),
+      elements: await page.evaluate(({ holder, bad }) => window.ml.nodes2() ? { holder: window.ml.outlined(holder), bad: window.ml.outlined(bad) } : null, ids) };
+    await page.screenshot({ path: path.join(outDir, "subgraph_error_root.png") });
+    await page.evaluate((holder) => { window.ml.open(holder); window.ml.spyCanvas(); }, holder);
+    await page.waitForTimeout(600);
+    const inside = { outlines: await page.evaluate(() => window.ml.drawn().outlines),
+      elements: await page.evaluate(({ bad, loop }) => window.ml.nodes2() ? { bad: window.ml.outlined(bad), loop: window.ml.outlined(loop) } : null, ids) };
+    await page.screenshot({ path: path.join(outDir, "subgraph_error_inside.png") });
+    // the next run clears the marks
+    await page.evaluate(({ holder, bad }) => { window.ml.inner(holder, bad).widgets.find((w) => w.name === "fail_at").value = 99; }, ids);
+    await page.evaluate(() => window.app.queuePrompt(0));
+    await page.waitForFunction(() => window.ml.ext().failedBlock() == null, null, { timeout: 60000 });
+    await page.waitForTimeout(300);
+    const cleared = { ...(await marks(ids)), elements: await page.evaluate(() => document.querySelectorAll("[data-modular-loops-failed]").length) };
+    return { ...ids, atRoot, inside, cleared, message: errors[0]?.exception_message, errorNode: errors[0]?.node_id };
+  } finally {
+    await page.evaluate(() => window.ml.closeSubgraphs());
+  }
+});
+
 await scenario("templates_validate", async () => {
   return await page.evaluate(async () => {
     const res = await fetch("/api/workflow_templates");
@@ -354,6 +491,41 @@ await scenario("missing_block", async () => {
   page.off("console", onConsole);
   await page.keyboard.press("Escape");
   return { warned, toast };
+});
+
+await scenario("missing_diffusers_node", async () => {
+  // A diffusers node records the diffusers it was made with; one this server's diffusers lacks is named with that
+  // release (and a diffusers custom-block folder is named as a folder).
+  const warned = [];
+  const onConsole = (m) => { if (m.text().includes("[Modular Loops]")) warned.push(m.text()); };
+  const recorded = await page.evaluate(async () => {
+    const info = await (await fetch("/modular_loops/blocks")).json();
+    const [type, origin] = Object.entries(info.nodes).find(([t, o]) => o.origin === "diffusers" && t.startsWith("ModularStep_")) ?? [];
+    window.ml.clear();
+    const id = type ? window.ml.add(type, [40, 40]) : null;
+    return { type, served: origin ?? null, version: info.diffusers_version ?? null,
+      saved: id != null ? window.ml.g().serialize().nodes.find((n) => String(n.id) === String(id)).properties["Modular Loops block"] ?? null : null };
+  });
+  page.on("console", onConsole);
+  await page.evaluate(async () => {
+    const node = (id, type, origin) => ({ id, type, pos: [40, 40 + 120 * id], size: [270, 60], flags: {}, order: id, mode: 0,
+      inputs: [], outputs: [], properties: { "Modular Loops block": origin }, widgets_values: [] });
+    const wf = {
+      last_node_id: 3, last_link_id: 0, nodes: [
+        node(1, "ModularStep_NoSuchDiffusersStep", { origin: "diffusers",
+          source: "diffusers/modular_pipelines/stable_diffusion_xl/encoders.py", diffusers_version: "0.42.1" }),
+        node(2, "ModularLoop_NoSuchDiffusersLoop", { origin: "diffusers", source: "diffusers/modular_pipelines/flux/denoise.py" }),
+        node(3, "ModularBlock_NoSuchCustomBlock", { origin: "custom", source: "my_custom_block" }),
+      ], links: [], groups: [], config: {}, extra: {}, version: 0.4,
+    };
+    await window.app.loadGraphData(wf);
+  });
+  await page.waitForTimeout(800);
+  await page.screenshot({ path: path.join(outDir, "missing_diffusers_node.png") });
+  const toast = await page.getByText("Modular Loops: missing blocks").allInnerTexts().catch(() => []);
+  page.off("console", onConsole);
+  await page.keyboard.press("Escape");
+  return { recorded, warned, toast };
 });
 
 await scenario("final_console", async () => {

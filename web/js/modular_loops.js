@@ -3,10 +3,11 @@
 //   the connected ones, which are numbered in run order and labelled with the attached block's title.
 // - Loop and block nodes are coloured apart; a running loop shows "step n/N" (canvas renderer; Nodes 2.0
 //   shows the frontend's own progress bar on the node); the block node named in an error is outlined in
-//   red (drawn on the canvas, or on the node's element in Nodes 2.0).
+//   red (drawn on the canvas, or on the node's element in Nodes 2.0). Inside a subgraph both marks go on
+//   the node and on the subgraph node(s) holding it.
 // - Save State shows the name of the file it wrote.
-// - A workflow naming a loop or block that is not installed gets a message saying which, and where
-//   it came from.
+// - A workflow naming a loop, block or diffusers step that is not installed gets a message saying which,
+//   and where it came from (for diffusers' own classes: the diffusers release it was saved with).
 // Served at /extensions/<pack folder>/js/, three levels below the app root.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
@@ -14,6 +15,7 @@ import { api } from "../../../scripts/api.js";
 // Nodes with block sockets: state loops, and a denoise loop's SAMPLER and KSampler nodes.
 const LOOP_PREFIXES = ["ModularLoop_", "ModularSampler_", "ModularKSampler_"];
 const BLOCK_PREFIX = "ModularBlock_";
+const STEP_PREFIX = "ModularStep_"; // one of diffusers' pipeline steps (no block sockets, not a block)
 const BLOCK_SOCKET = /^block_(\d+)$/;
 const BLOCK_TYPE = "LOOP_BLOCK";
 const LOOP_COLOR = { color: "#2a4a6a", bgcolor: "#355a7f" };
@@ -22,6 +24,9 @@ const ORIGIN_PROPERTY = "Modular Loops block";
 
 const isLoop = (type) => LOOP_PREFIXES.some((p) => type?.startsWith(p));
 const isOurs = (type) => isLoop(type) || type?.startsWith(BLOCK_PREFIX);
+const isStep = (type) => type?.startsWith(STEP_PREFIX);
+// Nodes whose origin a saved workflow records (and a missing one is explained).
+const isRecorded = (type) => isOurs(type) || isStep(type);
 // The workflow's graph: `app.rootGraph` where the frontend has it (it deprecates `app.graph`).
 const rootGraph = () => app.rootGraph ?? app.graph;
 
@@ -98,58 +103,161 @@ function relabelLoopsFedBy(blockNode) {
 
 // --- progress and errors ------------------------------------------------------------------------
 
-const stepOf = new Map(); // node id -> [value, max] while it runs
-let failedBlock = null; // node id of the block named in the last error
+// The server names a node by its execution id: its id in the root graph, or, inside a subgraph, the ids
+// of the subgraph nodes leading to it and its own joined by ":" ("6:3"; deeper nesting adds parts).
+// Marks go on every node of that path: the node itself (seen when its subgraph is opened) and each
+// subgraph node holding it (seen from the graph above). They are set on the node objects, so drawing
+// needs no look-up.
+const stepOf = new Map(); // execution id -> [value, max] while it runs
+const stepNodes = new Map(); // execution id -> the nodes showing its step
+let failedBlock = null; // execution id of the block named in the last error
+let failedNodes = []; // the nodes outlined for it
+const FAILED_ATTR = "data-modular-loops-failed";
 
-function findNode(id) {
-  return rootGraph()?.getNodeById?.(Number(id)) ?? rootGraph()?.getNodeById?.(id);
+const byId = (graph, id) => graph?.getNodeById?.(Number(id)) ?? graph?.getNodeById?.(id) ?? null;
+
+/** The nodes an execution id passes through, from the root graph's one down to the node ([] if one is gone). */
+function nodesOnPath(executionId) {
+  const nodes = [];
+  let graph = rootGraph();
+  for (const id of String(executionId ?? "").split(":")) {
+    const node = id ? byId(graph, id) : null;
+    if (!node) return [];
+    nodes.push(node);
+    graph = node.subgraph; // a subgraph node's inner graph; undefined for any other node
+  }
+  return nodes;
 }
 
-/** Nodes 2.0 draws nodes as elements, not on the canvas: outline the failed block node's element there. */
-function markFailedElement(id, failed) {
-  const el = document.querySelector(`.lg-node[data-node-id="${id}"]`);
-  if (!el) return;
-  el.style.outline = failed ? "3px solid #ff4444" : "";
-  el.style.outlineOffset = failed ? "3px" : "";
-  el.toggleAttribute("data-modular-loops-failed", failed);
+const redraw = () => rootGraph()?.setDirtyCanvas(true, false);
+
+/** The step text and the red outline, in the node's own coordinates (canvas renderer). */
+function drawMarks(node, ctx) {
+  if (node.__mlStep && !node.flags?.collapsed) {
+    ctx.save();
+    ctx.font = "12px sans-serif";
+    ctx.fillStyle = "#ddd";
+    ctx.textAlign = "right";
+    ctx.fillText(`step ${node.__mlStep[0]}/${node.__mlStep[1]}`, node.size[0] - 10, -LiteGraph.NODE_TITLE_HEIGHT * 0.35);
+    ctx.restore();
+  }
+  if (node.__mlFailed) {
+    ctx.save();
+    ctx.strokeStyle = "#ff4444";
+    ctx.lineWidth = 3;
+    const h = LiteGraph.NODE_TITLE_HEIGHT;
+    ctx.strokeRect(-3, -h - 3, node.size[0] + 6, node.size[1] + h + 6);
+    ctx.restore();
+  }
+}
+
+/** Subgraph nodes are not our classes: the ones holding a marked node draw the marks from their own hook. */
+function drawOnHolders(nodes) {
+  for (const node of nodes.slice(0, -1)) {
+    if (node.__mlDraws) continue;
+    node.__mlDraws = true;
+    const own = node.onDrawForeground;
+    node.onDrawForeground = function (ctx) {
+      const r = own?.apply(this, arguments);
+      drawMarks(this, ctx);
+      return r;
+    };
+  }
+}
+
+/** Nodes 2.0 draws the shown graph's nodes as elements, not on the canvas: outline the failed ones there. */
+function outlineFailedElements() {
+  const shown = app.canvas?.graph ?? rootGraph();
+  for (const el of document.querySelectorAll(".lg-node[data-node-id]")) {
+    const failed = !!byId(shown, el.dataset.nodeId)?.__mlFailed;
+    if (failed === el.hasAttribute(FAILED_ATTR)) continue;
+    el.style.outline = failed ? "3px solid #ff4444" : "";
+    el.style.outlineOffset = failed ? "3px" : "";
+    el.toggleAttribute(FAILED_ATTR, failed);
+  }
+}
+
+function setFailedBlock(executionId) {
+  for (const node of failedNodes) delete node.__mlFailed;
+  failedBlock = executionId != null ? String(executionId) : null;
+  failedNodes = failedBlock != null ? nodesOnPath(failedBlock) : [];
+  for (const node of failedNodes) node.__mlFailed = true;
+  drawOnHolders(failedNodes);
+  outlineFailedElements();
+  redraw();
+}
+
+function clearStep(executionId) {
+  for (const node of stepNodes.get(executionId) ?? []) delete node.__mlStep;
+  stepNodes.delete(executionId);
+  stepOf.delete(executionId);
 }
 
 api.addEventListener("progress", ({ detail }) => {
-  const node = findNode(detail?.node);
-  if (!isLoop(node?.type)) return;
-  stepOf.set(String(detail.node), [detail.value, detail.max]);
-  node.setDirtyCanvas(true, false);
+  const id = String(detail?.node);
+  const nodes = nodesOnPath(id);
+  if (!isLoop(nodes.at(-1)?.type)) return;
+  clearStep(id);
+  const step = [detail.value, detail.max];
+  stepOf.set(id, step);
+  stepNodes.set(id, nodes);
+  for (const node of nodes) node.__mlStep = step;
+  drawOnHolders(nodes);
+  redraw();
 });
 for (const event of ["executing", "execution_success", "execution_interrupted", "execution_error"]) {
   api.addEventListener(event, ({ detail }) => {
     const running = event === "executing" ? String(detail?.node ?? detail ?? "") : "";
-    for (const id of [...stepOf.keys()]) if (id !== running) stepOf.delete(id);
-    rootGraph()?.setDirtyCanvas(true, false);
+    for (const id of [...stepOf.keys()]) if (id !== running) clearStep(id);
+    redraw();
   });
 }
-api.addEventListener("execution_start", () => {
-  if (failedBlock != null) markFailedElement(failedBlock, false);
-  failedBlock = null;
-  rootGraph()?.setDirtyCanvas(true, false);
-});
+api.addEventListener("execution_start", () => setFailedBlock(null));
 // The server names the block node at fault as data, just before ComfyUI's execution_error.
-api.addEventListener("modular_loops.failed_block", ({ detail }) => {
-  if (failedBlock != null) markFailedElement(failedBlock, false);
-  failedBlock = detail?.node != null ? String(detail.node) : null;
-  if (failedBlock != null) markFailedElement(failedBlock, true);
-  rootGraph()?.setDirtyCanvas(true, false);
-});
+api.addEventListener("modular_loops.failed_block", ({ detail }) => setFailedBlock(detail?.node));
 
 // --- missing blocks -------------------------------------------------------------------------------
 
 let loadingOurs = new Map(); // type -> saved origin property, for the workflow being loaded
-let installed = {}; // node id -> {origin, source}, from /modular_loops/blocks
+let installed = {}; // node id -> {origin, source, ...}, from /modular_loops/blocks
+let diffusersVersion = null; // this server's diffusers, from /modular_loops/blocks
+
+/** Record where the class came from (for diffusers' own: which diffusers), so a workflow opened where it is
+ * missing can say so. */
+function recordOrigin(nodeType, type) {
+  const onAdded = nodeType.prototype.onAdded;
+  nodeType.prototype.onAdded = function () {
+    const r = onAdded?.apply(this, arguments);
+    const origin = installed[type];
+    if (origin) {
+      this.properties ??= {};
+      this.properties[ORIGIN_PROPERTY] = { origin: origin.origin, source: origin.source };
+      if (origin.origin === "diffusers" && diffusersVersion) this.properties[ORIGIN_PROPERTY].diffusers_version = diffusersVersion;
+    }
+    return r;
+  };
+}
+
+function kindOf(type) {
+  return isLoop(type) ? "loop wrapper" : isStep(type) ? "diffusers step" : "loop block";
+}
+
+function diffusersText(kind, name, saved) {
+  const file = saved?.source ? ` (${saved.source})` : "";
+  const here = `this server's diffusers${diffusersVersion ? ` (${diffusersVersion})` : ""} has no such class`;
+  const release = saved?.diffusers_version;
+  if (release) return `${kind} ${name} is one of diffusers' own${file}, saved with diffusers ${release}; ${here}: install diffusers ${release} (or a release that has ${name}) and restart`;
+  return `${kind} ${name} is one of diffusers' own${file}; the workflow does not record which diffusers it was saved with, and ${here}: install a diffusers release that has ${name} and restart`;
+}
 
 function originText(type, saved) {
   const name = type.slice(type.indexOf("_") + 1);
-  const kind = isLoop(type) ? "loop wrapper" : "loop block";
-  if (saved?.origin === "pack") return `${kind} ${name} shipped with Modular Loops (${saved.source}); update or reinstall the pack`;
-  if (saved?.origin) return `${kind} ${name} from a user blocks folder (${saved.source}); put that file into ComfyUI/models/modular_blocks/ and restart`;
+  const kind = kindOf(type);
+  const origin = saved?.origin ?? (isStep(type) ? "diffusers" : undefined); // steps are only ever diffusers' own
+  if (origin === "diffusers") return diffusersText(kind, name, saved);
+  if (origin === "pack") return `${kind} ${name} shipped with Modular Loops (${saved.source}); update or reinstall the pack`;
+  if (origin === "custom") return `${kind} ${name} from a diffusers custom-block folder (${saved.source}); put that folder into ComfyUI/models/modular_blocks/ and restart`;
+  if (origin) return `${kind} ${name} from a user blocks folder (${saved.source}); put that file into ComfyUI/models/modular_blocks/ and restart`;
   return `${kind} ${name}: not shipped with Modular Loops; it comes from a user blocks folder — put the file defining class ${name} into ComfyUI/models/modular_blocks/ and restart`;
 }
 
@@ -174,7 +282,8 @@ app.registerExtension({
   name: "ModularLoops",
   // read by the browser tests, and handy in the console
   failedBlock: () => failedBlock,
-  step: (nodeId) => stepOf.get(String(nodeId)),
+  step: (executionId) => stepOf.get(String(executionId)),
+  marks: (node) => ({ step: node?.__mlStep ?? null, failed: !!node?.__mlFailed }),
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name === SAVE_STATE) {
@@ -186,6 +295,7 @@ app.registerExtension({
       };
       return;
     }
+    if (isStep(nodeData.name)) recordOrigin(nodeType, nodeData.name);
     if (!isOurs(nodeData.name)) return;
     const loop = isLoop(nodeData.name);
     const style = loop ? LOOP_COLOR : BLOCK_COLOR;
@@ -220,21 +330,6 @@ app.registerExtension({
         scheduleArrange(this);
         return r;
       };
-
-      const onDrawForeground = nodeType.prototype.onDrawForeground;
-      nodeType.prototype.onDrawForeground = function (ctx) {
-        const r = onDrawForeground?.apply(this, arguments);
-        const step = stepOf.get(String(this.id));
-        if (step && !this.flags?.collapsed) {
-          ctx.save();
-          ctx.font = "12px sans-serif";
-          ctx.fillStyle = "#ddd";
-          ctx.textAlign = "right";
-          ctx.fillText(`step ${step[0]}/${step[1]}`, this.size[0] - 10, -LiteGraph.NODE_TITLE_HEIGHT * 0.35);
-          ctx.restore();
-        }
-        return r;
-      };
     } else {
       const onConnectionsChange = nodeType.prototype.onConnectionsChange;
       nodeType.prototype.onConnectionsChange = function (type) {
@@ -242,39 +337,29 @@ app.registerExtension({
         if (type === LiteGraph.OUTPUT) setTimeout(() => this.graph && relabelLoopsFedBy(this), 0);
         return r;
       };
-
-      const onDrawForeground = nodeType.prototype.onDrawForeground;
-      nodeType.prototype.onDrawForeground = function (ctx) {
-        const r = onDrawForeground?.apply(this, arguments);
-        if (failedBlock != null && String(this.id) === failedBlock) {
-          ctx.save();
-          ctx.strokeStyle = "#ff4444";
-          ctx.lineWidth = 3;
-          const h = LiteGraph.NODE_TITLE_HEIGHT;
-          ctx.strokeRect(-3, -h - 3, this.size[0] + 6, this.size[1] + h + 6);
-          ctx.restore();
-        }
-        return r;
-      };
     }
 
-    // Record where the class came from, so a workflow opened where it is missing can say so.
-    const onAdded = nodeType.prototype.onAdded;
-    nodeType.prototype.onAdded = function () {
-      const r = onAdded?.apply(this, arguments);
-      const origin = installed[nodeData.name];
-      if (origin) {
-        this.properties ??= {};
-        this.properties[ORIGIN_PROPERTY] = { origin: origin.origin, source: origin.source };
-      }
+    const onDrawForeground = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function (ctx) {
+      const r = onDrawForeground?.apply(this, arguments);
+      drawMarks(this, ctx);
       return r;
     };
+
+    recordOrigin(nodeType, nodeData.name);
   },
 
   async setup() {
+    // Nodes 2.0 makes a graph's elements when it is shown (a subgraph opened, the root graph again).
+    new MutationObserver(() => failedNodes.length && outlineFailedElements())
+      .observe(document.body, { childList: true, subtree: true });
     try {
       const res = await api.fetchApi("/modular_loops/blocks");
-      if (res.ok) installed = (await res.json()).nodes ?? {};
+      if (res.ok) {
+        const info = await res.json();
+        installed = info.nodes ?? {};
+        diffusersVersion = info.diffusers_version ?? null;
+      }
     } catch (e) {
       console.warn("[Modular Loops] could not read the installed blocks", e);
     }
@@ -286,13 +371,15 @@ app.registerExtension({
 
   async beforeConfigureGraph(graphData) {
     loadingOurs = new Map();
-    for (const n of graphData?.nodes ?? []) {
-      if (isOurs(n.type)) loadingOurs.set(n.type, n.properties?.[ORIGIN_PROPERTY]);
+    // the root graph's nodes and those of its subgraphs
+    const nodes = [graphData?.nodes ?? [], ...(graphData?.definitions?.subgraphs ?? []).map((g) => g.nodes ?? [])].flat();
+    for (const n of nodes) {
+      if (isRecorded(n.type)) loadingOurs.set(n.type, n.properties?.[ORIGIN_PROPERTY]);
     }
   },
 
   async afterConfigureGraph(missingNodeTypes) {
-    const missing = (missingNodeTypes ?? []).map((t) => (typeof t === "string" ? t : t?.type)).filter(isOurs);
+    const missing = (missingNodeTypes ?? []).map((t) => (typeof t === "string" ? t : t?.type)).filter(isRecorded);
     if (!missing.length) return;
     const lines = [...new Set(missing)].map((t) => originText(t, loadingOurs.get(t)));
     const detail = `This workflow uses ${lines.length === 1 ? "a block" : "blocks"} that ${lines.length === 1 ? "is" : "are"} not installed:\n- ${lines.join("\n- ")}`;
