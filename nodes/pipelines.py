@@ -6,6 +6,7 @@ ComfyUI's IMAGE / LATENT. ComfyUI's folder list is read only when the loader is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -191,35 +192,179 @@ def guider_nodes() -> dict:
 
 
 class StateToImage:
-    DESCRIPTION = ("The decoded images of a pipeline state (diffusers' decode step writes `images`) as a ComfyUI "
-                   "IMAGE, for Save Image or Preview Image. Decode with output_type \"pt\" or \"np\" (or \"pil\").")
+    DESCRIPTION = ("The decoded images or video of a pipeline state as a ComfyUI IMAGE. diffusers' decode step "
+                   "writes `images` (for Save Image, Preview Image) or, in a video family, `videos`: those come out "
+                   "as their frames, one IMAGE batch [frames, H, W, C] (several videos: their frames one after "
+                   "another), for Save Animated WEBP or Create Video, with `fps` the family's frame rate (0 for "
+                   "stills). Decode with output_type \"pt\", \"np\" or \"pil\".")
     CATEGORY = f"{CATEGORY}"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("image", "fps")
+    OUTPUT_TOOLTIPS = ("The images, or a video's frames (an IMAGE batch, float 0..1).",
+                       "A video's frame rate: the state's `fps` / `frame_rate`, else the one diffusers declares for "
+                       "the family, else the one diffusers' own examples export it at (Wan: 16); 0 for stills.")
     FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "images"})}}
+        return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "images", "tooltip": (
+            "The state value to convert: `images`, or `videos` for a video family (read also when `images` is "
+            "asked and the state has only `videos`).")})}}
 
     def convert(self, state, key):
-        return (as_comfy_image(value_named(state, key, "State To Image"), key),)
+        held = compat.state_values(state)
+        if key == "images" and key not in held and "videos" in held:
+            key = "videos"  # a video family's decoder writes `videos`
+        images, video = comfy_frames(value_named(state, key, "State To Image"), key)
+        return (images, frame_rate(state) if video else 0.0)
 
 
 def as_comfy_image(images, key="images"):
-    """diffusers' images (a [B, C, H, W] tensor in 0..1, a [B, H, W, C] array, or a list of PIL images) as
-    ComfyUI's IMAGE: a float32 [B, H, W, C] tensor in 0..1."""
+    """diffusers' decoded images or videos as ComfyUI's IMAGE: a float32 [B, H, W, C] tensor in 0..1 (a video:
+    its frames, [F, H, W, C]; see `comfy_frames`)."""
+    return comfy_frames(images, key)[0]
+
+
+def _is_pil(value) -> bool:
+    return hasattr(value, "convert") and hasattr(value, "mode") and hasattr(value, "size")
+
+
+def _described(value) -> str:
+    if hasattr(value, "shape"):
+        name = type(value).__name__
+        return f"{'an' if name[0] in 'aeiou' else 'a'} {name} of shape {list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        inner = {_described(v) for v in value[:3]}
+        return f"a {type(value).__name__} of {len(value)}" + (f" ({'; '.join(sorted(inner))}, ...)" if inner else "")
+    return f"a {type(value).__name__}"
+
+
+def comfy_frames(value, key="images"):
+    """-> (IMAGE, is_video). diffusers' decoders give, by output_type: images as a [B, C, H, W] tensor ("pt"), a
+    [B, H, W, C] array ("np") or a list of PIL images ("pil"); videos (a VideoProcessor's `postprocess_video`) as a
+    [B, F, C, H, W] tensor, a [B, F, H, W, C] array or a list of B lists of F PIL frames (or a list of one
+    [F, C, H, W] tensor / [F, H, W, C] array per video). All become a float32 [N, H, W, C] tensor in 0..1 on the
+    CPU: the images, or every video's frames one after another (ComfyUI's video convention). Anything else, and a
+    video of 0 frames, is a ValueError naming the node, the value and its shape."""
     import numpy as np
     import torch
 
-    if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):
-        images = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-        return images.float() if images.ndim == 4 else images.float()[None]
-    if torch.is_tensor(images) and images.ndim == 4:
-        return images.detach().float().permute(0, 2, 3, 1).cpu().contiguous()
-    raise TypeError(f"State To Image: '{key}' holds {type(images).__name__}, not decoded images; decode first")
+    def refuse(why):
+        raise ValueError(
+            f"State To Image: '{key}' holds {_described(value)}, {why}. It takes decoded images ([B, C, H, W] tensor, "
+            f"[B, H, W, C] array, PIL images) or videos ([B, F, C, H, W] tensor, [B, F, H, W, C] array, lists of PIL "
+            f"frames) with 1, 3 or 4 channels: connect the decode step's state (output_type pt, np or pil)")
+
+    def from_pil(images):
+        return torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]))
+
+    def frames(array, video: bool, batched: bool):
+        """[N, H, W, C] of one array / tensor; `video`: it holds frames ([.., F, ...]); `batched`: a leading batch."""
+        channels_last = isinstance(array, np.ndarray)
+        if channels_last:
+            scale = 255.0 if np.issubdtype(array.dtype, np.integer) else 1.0
+            array = torch.from_numpy(np.ascontiguousarray(array)).float() / scale
+        array = array.detach().float().cpu()
+        if not channels_last:
+            array = array.movedim(-3, -1)
+        lead = array.shape[:-3]
+        if len(lead) != int(video) + int(batched) or array.shape[-1] not in (1, 3, 4):
+            refuse("neither images nor video frames")
+        if video and (array.shape[-4] == 0):
+            refuse("a video of 0 frames")
+        if 0 in array.shape:
+            refuse("no images")
+        return array.reshape(-1, *array.shape[-3:])
+
+    tensor_like = (np.ndarray, torch.Tensor)
+    if _is_pil(value):
+        return from_pil([value]), False
+    if isinstance(value, tensor_like):
+        if value.ndim not in (3, 4, 5):
+            refuse("neither images nor video frames")
+        return frames(value, video=value.ndim == 5, batched=value.ndim > 3).contiguous(), value.ndim == 5
+    if isinstance(value, (list, tuple)) and value:
+        if all(_is_pil(v) for v in value):
+            return from_pil(value), False
+        if all(isinstance(v, (list, tuple)) and all(_is_pil(f) for f in v) for v in value):
+            if not all(value):
+                refuse("a video of 0 frames")
+            return from_pil([f for v in value for f in v]), True
+        if all(isinstance(v, tensor_like) and v.ndim in (3, 4) for v in value):
+            video = value[0].ndim == 4
+            if any(v.ndim != value[0].ndim for v in value):
+                refuse("a mix of images and videos")
+            parts = [frames(v, video=video, batched=False) for v in value]
+            if len({tuple(p.shape[1:]) for p in parts}) > 1:
+                refuse("images or videos of different sizes")
+            return torch.cat(parts).contiguous(), video
+    if isinstance(value, (list, tuple)):
+        refuse("no images" if not value else "neither images nor video frames")
+    refuse("not decoded images")
+
+
+FRAME_RATE_NAMES = ("fps", "frame_rate")  # what diffusers' blocks call a video's frame rate (Wan Animate, LTX)
+
+
+def frame_rate(state) -> float:
+    """The frame rate of the video a state holds: the state's own `fps` / `frame_rate` (what the run was given);
+    else the family's (`family_frame_rate`) for the family of the loop that made the state; else diffusers'
+    `export_to_video` default."""
+    for name in FRAME_RATE_NAMES:
+        value = compat.state_values(state).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    family = _loop_families().get(compat.made_by(state).get("loop"))
+    rate = family_frame_rate(family) if family else None
+    return float(rate or _export_default_fps())
+
+
+@functools.lru_cache(maxsize=None)
+def _loop_families() -> dict:
+    """{loop wrapper class name: family folder} of diffusers' shipped loops (read from source, nothing imported)."""
+    from ..modular.pipelines.scan import scan
+
+    return {c.name: c.family for c in scan() if c.role == "loop"}
+
+
+@functools.lru_cache(maxsize=None)
+def family_frame_rate(family: str) -> float | None:
+    """A family's frame rate as diffusers gives it: the default of an input named `fps` / `frame_rate` that its
+    modular blocks declare (`diffusers/modular_pipelines/<family>/`, e.g. LTX's 25); where none does (Wan 2.1
+    declares none, neither in its blocks, its pipeline class nor its models' configs), the `fps=` its own
+    text-to-video pipeline's example exports at (`diffusers/pipelines/<family>/pipeline_<family>.py`, Wan:
+    `export_to_video(output, "output.mp4", fps=16)`). Read from source; None when neither says."""
+    import ast
+    import re
+
+    from ..modular.pipelines.scan import package_dir
+
+    blocks = package_dir()
+    for path in sorted((blocks / family).glob("*.py")) if blocks else ():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = getattr(node, "func", None)
+            if not (isinstance(node, ast.Call) and getattr(called, "id", getattr(called, "attr", None)) == "InputParam"):
+                continue
+            named = {k.arg: k.value for k in node.keywords}
+            name = node.args[0] if node.args else named.get("name")
+            default = named.get("default")
+            if (isinstance(name, ast.Constant) and name.value in FRAME_RATE_NAMES and isinstance(default, ast.Constant)
+                    and isinstance(default.value, (int, float)) and not isinstance(default.value, bool)):
+                return float(default.value)
+    pipelines = package_dir("diffusers.pipelines")
+    example = pipelines / family / f"pipeline_{family}.py" if pipelines else None
+    if example is not None and example.is_file():
+        found = re.search(r"export_to_video\([^)]*?\bfps\s*=\s*(\d+(?:\.\d+)?)", example.read_text(encoding="utf-8"))
+        if found:
+            return float(found.group(1))
+    return None
+
+
+def _export_default_fps() -> float:
+    """diffusers' `export_to_video` default frame rate (10 in 0.42.1): a video of no known family."""
+    from diffusers.utils import export_to_video
+
+    return float(inspect.signature(export_to_video).parameters["fps"].default)
 
 
 class StateToLatent:
@@ -272,11 +417,17 @@ NODES = {"ModularDiffusersLoader": (LoadDiffusersPipeline, "Load Diffusers Pipel
 # --- diffusers' own loops and steps ------------------------------------------------------------------
 
 
+def used_components(entry) -> set[str]:
+    """The components one of diffusers' loops, steps or workflows uses: its own and, for a loop, those of the blocks
+    it runs by itself (diffusers' `expected_components` of the composed class: a loop's denoiser and guider)."""
+    return {c.name for c in entry.prototype.expected_components if c.name}
+
+
 def pipeline_sockets(entry) -> dict:
-    """The pipeline socket of one of diffusers' loops or steps, and guider / scheduler sockets where it declares
-    those components."""
+    """The pipeline socket of one of diffusers' loops or steps, and guider / scheduler sockets where it uses those
+    components (a loop: also where its own blocks do, e.g. Z-Image's and Wan's guider)."""
     sockets = {"pipeline": (PIPELINE_TYPE, {"tooltip": "The loaded diffusers pipeline whose components it uses."})}
-    declared = {s.name for s in entry.component_specs()}
+    declared = used_components(entry)
     if "guider" in declared:
         sockets["guider"] = (GUIDER_TYPE, {"tooltip": "A guider node: the run's guider from this node on."})
     if "scheduler" in declared:
@@ -292,13 +443,13 @@ def run_components(entry, label, blocks=(), pipeline=None, guider=None, schedule
     ComfyUI's device; the hooks a run put on the denoiser are removed after it, also after a failure."""
     from . import host
 
-    if pipeline is None and entry.component_specs():
-        needs = ", ".join(s.name for s in entry.component_specs())
+    if pipeline is None and used_components(entry):
+        needs = ", ".join(sorted(used_components(entry)))
         raise LoopConfigError(f"{label}: connect a Load Diffusers Pipeline node to 'pipeline' (it uses {needs})")
     if pipeline is None:
         yield None
         return
-    used = {s.name for s in entry.component_specs()}
+    used = used_components(entry)
     for _, config in blocks:
         used |= {c.name for c in config.cls().expected_components}
     host.load_components(pipeline, used)

@@ -21,7 +21,7 @@ from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, 
 __all__ = ["ComfyServer", "Graph", "Interrupted", "RunResult", "interrupt_at_first_step", "ValidationError", "ui_to_api",
            "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
-           "TINY_SDXL", "TINY_SD3_PIPELINE", "TINY_FLUX", "PICKLE_ONLY"]
+           "TINY_SDXL", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -123,15 +123,17 @@ def install_testkit(server: "ComfyServer", fixtures: Path, log=None):
 TINY_SDXL = "tiny-sdxl"
 TINY_SD3_PIPELINE = "tiny-sd3"
 TINY_FLUX = "tiny-flux"
+TINY_WAN = "tiny-wan"  # Wan 2.1 text-to-video
 PICKLE_ONLY = "pickle-only"
 
 
 def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
-    """models/diffusers/: tiny SDXL, SD3 and Flux pipelines (save_pretrained, .safetensors), and a folder whose UNet weights
-    are only a pickle file (which must be refused, never read)."""
+    """models/diffusers/: tiny SDXL, SD3, Flux and Wan 2.1 pipelines (save_pretrained, .safetensors), and a folder
+    whose UNet weights are only a pickle file (which must be refused, never read)."""
     root = server.base / "models" / "diffusers"
     sdxl = root / TINY_SDXL
-    for kind, folder in (("sdxl", sdxl), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX)):
+    for kind, folder in (("sdxl", sdxl), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
+                         ("wan", root / TINY_WAN)):
         if not (folder / "model_index.json").is_file():
             r = subprocess.run([server.python, str(fixtures / "tiny_diffusers.py"), kind, str(folder)],
                                capture_output=True, text=True)

@@ -7,6 +7,7 @@ import inspect
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -314,3 +315,26 @@ def test_union_and_list_hints_take_what_they_declare():
     assert check_value(union, picture) is None and check_value(union, [picture]) is None
     assert "expected" in check_value(union, "a cat")
     assert check_value(ParamSpec("t", "object", torch.Tensor | list), [1]) is None
+
+
+def test_every_named_workflow_of_diffusers_has_a_tiny_folder_or_a_reason():
+    # tests/fixtures/tiny/<family>.py: every Auto blocks class with a _workflow_map (read from the installed
+    # diffusers) is declared, each of its workflows with a call or the reason it is not run; a new diffusers
+    # workflow fails here until it has one.
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    import tiny
+
+    declared = {}
+    for name in tiny.families():
+        module = tiny.family(name)
+        for blocks, spec in module.WORKFLOWS.items():
+            declared[blocks] = (name, spec)
+            assert spec["folder"] in module.FOLDERS, (name, blocks)
+            for workflow, call in spec["workflows"].items():
+                assert isinstance(call, (dict, str)) and call, (name, blocks, workflow)
+    found = shipped.scan_workflows()
+    assert len(found) == 30 and sum(len(c.workflows) for c in found) == 94
+    for c in found:
+        assert c.name in declared and declared[c.name][0] == c.family, c.name
+        assert set(declared[c.name][1]["workflows"]) == set(c.workflows), c.name
+    assert len({family for family, _ in declared.values()}) == 22  # with the families that name no workflows

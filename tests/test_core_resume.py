@@ -233,6 +233,22 @@ def test_the_diffusers_scheduler_step_saved_as_it_runs_resumes_to_one_run(tmp_pa
         assert (resumed_from(forgot, step).state.get("latents") - whole).abs().max().item() > 1e-5, case
 
 
+def test_a_kept_scheduler_resumed_by_another_scheduler_or_config_is_refused(tmp_path):
+    from modular import BlockStepError
+
+    _, at_2 = interrupted_and_saved(tmp_path, diffusers_step("UniPCMultistepScheduler"), 2)
+    with pytest.raises(BlockStepError, match="stepped by UniPCMultistepScheduler; this block steps with "
+                                             "DPMSolverMultistepScheduler: choose UniPCMultistepScheduler"):
+        resumed_from(at_2, diffusers_step("DPMSolverMultistepScheduler"))
+    with pytest.raises(BlockStepError, match=r"configured with solver_order=2, this block's with solver_order=3: "
+                                             r"give the same scheduler_config"):
+        resumed_from(at_2, diffusers_step("UniPCMultistepScheduler", solver_order=3))
+    moved = compat.map_state(at_2, lambda v: v)
+    compat.set_made_by(moved, "DenoiseLoop", ["PredictDenoised", "DiffusersSchedulerStep"], 3)  # not where it stopped
+    with pytest.raises(BlockStepError, match="stopped at step 2, but the loop resumes it at step 3"):
+        resumed_from(moved, diffusers_step("UniPCMultistepScheduler"))
+
+
 def test_a_state_that_leaves_the_loop_holds_the_scheduler_as_plain_values_only():
     # The running loop steps with the live scheduler and generator; its snapshots and its final state hold what they
     # carry as tensors and JSON values, which a state file takes as they are (no skip_unsupported).

@@ -36,6 +36,8 @@ def widgets(info, class_type, **given):
         opts = spec[1] if len(spec) > 1 else {}
         if isinstance(spec[0], list):
             values[name] = opts.get("default", spec[0][0])
+        elif spec[0] == "COMBO":  # a V3 node's choice (ComfyUI 0.33): its options in the spec
+            values[name] = opts.get("default", opts["options"][0])
         elif "default" in opts:
             values[name] = opts["default"]
     return {**values, **given}
@@ -69,12 +71,13 @@ class Chain:
             node.set(pipeline=self.pipeline)
         return node
 
-    def against_diffusers(self, guider="", guider_params=None, scheduler="", **call):
+    def against_diffusers(self, guider="", guider_params=None, scheduler="", media=None, **call):
         """max |diff| of the chain's image and diffusers' own run (`call`: more keyword arguments of its pipe()),
         shown by `self.diff`."""
         ref = self.graph.node("MLTest_DiffusersReference", folder=self.folder, prompt=PROMPT, steps=STEPS, seed=SEED,
                               height=SIZE, width=SIZE, guider=guider, guider_params=json.dumps(guider_params or {}),
-                              scheduler=scheduler, negative_prompt=self.negative_prompt, call=json.dumps(call))
+                              scheduler=scheduler, negative_prompt=self.negative_prompt, call=json.dumps(call),
+                              **(media or {}))
         self.diff = self.graph.node("PreviewAny", source=self.graph.node("MLTest_ImageDiff", a=self.image, b=ref))
         return self
 
@@ -193,6 +196,65 @@ def test_the_workflow_node_runs_diffusers_chain_as_pipe_does(server, info):
     batch, _ = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL,
                            num_images_per_prompt=2).against_diffusers(num_images_per_prompt=2).result(server)
     assert batch["shape"][0] == 2 and batch["max_abs_diff"] <= TOL, batch
+
+
+def picture(graph, size=SIZE):
+    """ComfyUI's own example image (Load Image), scaled to `size`: an IMAGE, and a MASK of its left half."""
+    image = graph.node("ImageScale", image=graph.node("LoadImage", image="example.png"), upscale_method="nearest-exact",
+                       width=size, height=size, crop="center")
+    left = graph.node("MaskComposite", destination=graph.node("SolidMask", value=0.0, width=size, height=size),
+                      source=graph.node("SolidMask", value=1.0, width=size // 2, height=size), x=0, y=0,
+                      operation="add")
+    return image, left
+
+
+@pytest.mark.parametrize("workflow", ["image2image", "inpainting"])
+def test_a_loaded_image_and_mask_go_in_as_diffusers_takes_them(server, info, workflow):
+    # IMAGE -> the PIL image diffusers' image processor takes, MASK (1 = repaint) -> its mask image: the workflow
+    # node == pipe(image=..., mask_image=..., strength=...).
+    run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", workflow, **SDXL_CALL, strength=0.6)
+    image, mask = picture(run.graph)
+    given = {"image": image, **({"mask_image": mask} if workflow == "inpainting" else {})}
+    run.node.set(**given)
+    result, _ = run.against_diffusers(media=given, strength=0.6).result(server)
+    assert result["finite"] and result["shape"] == [1, SIZE, SIZE, 3], result
+    assert result["max_abs_diff"] <= TOL, result
+    optional = info["ModularWorkflow_StableDiffusionXLAutoBlocks"]["input"]["optional"]
+    assert optional["image"][0] == "IMAGE" and optional["mask_image"][0] == "MASK"
+
+
+@pytest.mark.parametrize("case", ["rgba", "mask_size", "asked_size"])
+def test_bad_media_are_named_before_anything_runs(server, info, case):
+    run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "inpainting", **SDXL_CALL)
+    image, mask = picture(run.graph)
+    given = {"image": image, "mask_image": mask}
+    if case == "rgba":
+        given["image"] = run.graph.node("JoinImageWithAlpha", image=image, alpha=mask)
+    elif case == "mask_size":
+        given["mask_image"] = run.graph.node("SolidMask", value=1.0, width=SIZE // 2, height=SIZE)
+    elif case == "asked_size":
+        run.node.set(height=2 * SIZE)
+    run.node.set(**given)  # (a batch into an input that takes one image: the core tier)
+    node, msg, _ = run_error(server, run.graph)
+    words = {"rgba": "RGBA", "mask_size": "a mask is of its image's size", "asked_size": "leave height / width at 0"}[case]
+    assert node == run.node.id and words in msg and "StableDiffusionXLAutoBlocks" in msg and "'" in msg, msg
+    ok, _ = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL).against_diffusers().result(server)
+    assert ok["max_abs_diff"] <= TOL  # the server goes on serving
+
+
+def test_every_loop_that_guides_takes_a_guider_node(server, info):
+    # Loops whose own blocks use the guider (SD3's, Z-Image's, Wan's denoise steps) take a guider node, as the
+    # ones that declare it themselves do; the workflow nodes too.
+    for loop in ("StableDiffusion3DenoiseStep", "ZImageDenoiseStep", "WanDenoiseStep", "StableDiffusionXLDenoiseStep"):
+        assert info[f"ModularLoop_{loop}"]["input"]["optional"]["guider"][0] == "DIFFUSERS_GUIDER", loop
+    assert info["ModularWorkflow_ZImageAutoBlocks"]["input"]["optional"]["guider"][0] == "DIFFUSERS_GUIDER"
+    # and a guider given there is the one SD3's loop runs with: CFG at a scale that changes the picture
+    chain = SD3Chain(info)
+    cfg = chain.graph.node("ModularGuider_ClassifierFreeGuidance", **widgets(info, "ModularGuider_ClassifierFreeGuidance",
+                                                                              guidance_scale=9.0))
+    chain.loop.set(guider=cfg)
+    changed, _ = chain.against_diffusers(guider="ClassifierFreeGuidance", guider_params={"guidance_scale": 9.0}).result(server)
+    assert changed["max_abs_diff"] <= TOL, changed
 
 
 def test_a_workflow_step_that_fails_is_named_with_the_workflow(server, info):
@@ -398,3 +460,160 @@ def test_a_latent_goes_to_comfyui_and_back(server, info):
     assert json.loads(run.text(round_trip))["max_abs_diff"] <= 1e-5
     # the tiny VAE's scaling factor is diffusers' default 0.18215: the LATENT is the loop's latents / 0.18215
     assert json.loads(run.text(stats))["shape"] == [1, 4, SIZE // 2, SIZE // 2]
+
+
+# --- video: Wan 2.1 text-to-video, frames out ---------------------------------------------------
+
+from comfy_host import TINY_WAN  # noqa: E402
+
+WAN_FRAMES, WAN_HEIGHT, WAN_WIDTH, WAN_STEPS = 5, 32, 48, 2
+WAN_FPS = 16.0  # diffusers declares no Wan frame rate; its pipeline_wan.py example exports at fps=16
+WAN_CALL = {"num_frames": WAN_FRAMES}
+
+
+def wan_text2video_chain() -> list[str]:
+    """The exact chain diffusers' `WanBlocks` runs (the blocks `WanModularPipeline` loads for Wan 2.1 text-to-video;
+    the family's Auto blocks with a `_workflow_map` are image-to-video only): its leaf steps and its loop, in order."""
+    from diffusers.modular_pipelines import LoopSequentialPipelineBlocks
+    from diffusers.modular_pipelines.wan.modular_blocks_wan import WanBlocks
+
+    def leaves(block):
+        if isinstance(block, LoopSequentialPipelineBlocks) or not getattr(block, "sub_blocks", None):
+            return [type(block).__name__]
+        return [name for sub in block.sub_blocks.values() for name in leaves(sub)]
+
+    return leaves(WanBlocks())
+
+
+class WanChain:
+    """Load Diffusers Pipeline (tiny Wan 2.1) -> every step and the loop of `wan_text2video_chain()`, as nodes, the
+    call's values given once (prompt on the text encoder, steps on set timesteps, size / frames / seed on prepare
+    latents) -> one decoder step per `output_types` -> State To Image each."""
+
+    INPUTS = {"WanTextEncoderStep": {"prompt": PROMPT}, "WanSetTimestepsStep": {"num_inference_steps": WAN_STEPS},
+              "WanPrepareLatentsStep": {"height": WAN_HEIGHT, "width": WAN_WIDTH, "num_frames": WAN_FRAMES,
+                                        "generator": SEED}}
+
+    def __init__(self, info, output_types=("pt",), frames=WAN_FRAMES):
+        g = self.graph = Graph()
+        self.info = info
+        self.pipeline = g.node("ModularDiffusersLoader", folder=TINY_WAN, dtype="float32")
+        *before, decoder = wan_text2video_chain()
+        state, self.nodes = None, {}
+        for name in before:
+            cls = f"ModularLoop_{name}" if name == "WanDenoiseStep" else f"ModularStep_{name}"
+            assert cls in info, cls  # every block of diffusers' chain is a node
+            inputs = dict(self.INPUTS.get(name, {}))
+            if name == "WanPrepareLatentsStep":
+                inputs["num_frames"] = frames
+            state = self.nodes[name] = g.node(cls, **widgets(info, cls, **inputs), pipeline=self.pipeline,
+                                              **({"state": state} if state else {}))
+        self.loop = state
+        self.decoded, self.frames = {}, {}
+        for output_type in output_types:
+            cls = f"ModularStep_{decoder}"
+            self.decoded[output_type] = g.node(cls, **widgets(info, cls, output_type=output_type), state=self.loop,
+                                               pipeline=self.pipeline)
+            self.frames[output_type] = g.node("ModularStateToImage", state=self.decoded[output_type], key="videos")
+
+    def reference(self):
+        """diffusers' own run of the same folder: ModularPipeline.from_pretrained + pipe(...), its videos' frames."""
+        return self.graph.node("MLTest_DiffusersReference", folder=TINY_WAN, prompt=PROMPT, steps=WAN_STEPS, seed=SEED,
+                               height=WAN_HEIGHT, width=WAN_WIDTH, guider="", guider_params="{}", scheduler="",
+                               negative_prompt="", call=json.dumps(WAN_CALL), output="videos")
+
+
+def test_wan_text_to_video_chain_equals_diffusers_own_pipeline_for_every_output_type(server, info):
+    # diffusers' decoder writes `videos` as a [B, F, C, H, W] tensor (pt), a [B, F, H, W, C] array (np) or lists of
+    # PIL frames (pil); State To Image gives ComfyUI's video frames for each: an IMAGE batch [F, H, W, C] in 0..1.
+    assert wan_text2video_chain() == ["WanTextEncoderStep", "WanTextInputStep", "WanSetTimestepsStep",
+                                      "WanPrepareLatentsStep", "WanDenoiseStep", "WanVaeDecoderStep"]
+    chain = WanChain(info, output_types=("pt", "np", "pil"))
+    g = chain.graph
+    ref = chain.reference()
+    diffs = {t: g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=frames, b=ref))
+             for t, frames in chain.frames.items()}
+    fps = {t: g.node("PreviewAny", source=frames.out(1)) for t, frames in chain.frames.items()}
+    g.node("PreviewImage", images=chain.frames["pt"])
+    run = server.run(g, timeout=600)
+    assert run.status == "success", run.error
+    for output_type, diff in diffs.items():
+        result = json.loads(run.text(diff))
+        assert result["finite"] and result["std_a"] > 1e-3, (output_type, result)
+        assert result["shape"] == [WAN_FRAMES, WAN_HEIGHT, WAN_WIDTH, 3], (output_type, result)
+        tol = TOL if output_type != "pil" else 0.5 / 255 + TOL  # PIL frames are 8-bit
+        assert result["max_abs_diff"] <= tol, (output_type, result)
+        assert float(run.text(fps[output_type])) == WAN_FPS, run.text(fps[output_type])
+    node = info["ModularStateToImage"]
+    assert node["output"] == ["IMAGE", "FLOAT"] and node["output_name"] == ["image", "fps"]  # IMAGE first: old links
+
+
+def test_wan_frames_go_into_comfyuis_video_nodes(server, info):
+    # State To Image -> Save Animated WEBP (both hosts), and Create Video -> Save Video where the host has them,
+    # each at the frame rate it gives; the files hold every frame.
+    from PIL import Image
+
+    chain = WanChain(info)
+    g, frames = chain.graph, chain.frames["pt"]
+    webp = g.node("SaveAnimatedWEBP", **widgets(info, "SaveAnimatedWEBP", filename_prefix="modular_loops_wan",
+                                                images=frames, fps=frames.out(1)))
+    video = None
+    if "CreateVideo" in info and "SaveVideo" in info:
+        created = g.node("CreateVideo", **widgets(info, "CreateVideo", images=frames, fps=frames.out(1)))
+        fmt = info["SaveVideo"]["input"]["required"]["format"]
+        container = {"format": "mp4", "format.codec": "auto"} if fmt[0] == "COMFY_DYNAMICCOMBO_V3" else \
+            {"format": "mp4", "codec": "auto"}
+        video = g.node("SaveVideo", video=created, filename_prefix="video/modular_loops_wan", **container)
+    run = server.run(g, timeout=600)
+    assert run.status == "success", run.error
+    # the file it wrote (a queued node that fails validation is dropped from the run, the others run: so look)
+    webps = sorted((server.base / "output").glob("modular_loops_wan_*.webp"))
+    assert webps, "Save Animated WEBP wrote no file"
+    saved = webps[-1]
+    with Image.open(saved) as im:
+        assert im.n_frames == WAN_FRAMES and im.size == (WAN_WIDTH, WAN_HEIGHT), (im.n_frames, im.size)
+        im.load()  # the first frame: its duration is the frame rate's
+        assert im.info["duration"] == int(1000 / WAN_FPS), im.info
+    if video is not None:
+        import av
+
+        (path,) = sorted((server.base / "output" / "video").glob("modular_loops_wan_*.mp4"))
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert sum(1 for _ in container.decode(stream)) == WAN_FRAMES
+            assert float(stream.average_rate) == WAN_FPS, stream.average_rate
+        REPORT.append(f"Wan frames -> Save Animated WEBP and Create Video -> Save Video ({path.name})")
+    else:
+        REPORT.append("Wan frames -> Save Animated WEBP (this host has no Create Video / Save Video)")
+
+
+def test_a_wan_video_of_zero_frames_and_a_value_that_is_no_video_are_named(server, info):
+    # A state whose `videos` holds no frame (from a state file) and one whose value is latents, not frames: State To
+    # Image names itself, the value and its shape; the server goes on serving.
+    import torch
+
+    from modular import compat
+    from modular.state_files import save_state
+
+    state = compat.PipelineState()
+    state.set("videos", torch.zeros(1, 0, 3, WAN_HEIGHT, WAN_WIDTH))
+    state.set("latents", torch.zeros(1, 16, 2, WAN_HEIGHT // 8, WAN_WIDTH // 8))
+    save_state(state, server.base / "input" / "wan_no_frames.safetensors")
+    for key, words in (("videos", "a video of 0 frames"), ("latents", "neither images nor video frames")):
+        g = Graph()
+        image = g.node("ModularStateToImage", state=g.node("ModularStateLoad", state_file="wan_no_frames.safetensors"),
+                       key=key)
+        g.node("PreviewImage", images=image)
+        node, msg, _ = run_error(server, g)
+        assert node == image.id and msg.startswith(f"State To Image: '{key}' holds a Tensor of shape") and words in msg, msg
+    # frames asked of the chain are counts: a negative count is refused by ComfyUI's validation, before anything runs
+    frames = info["ModularStep_WanPrepareLatentsStep"]["input"]["required"]["num_frames"]
+    assert frames[0] == "INT" and frames[1]["min"] >= 0, frames
+    chain = WanChain(info, frames=-1)
+    chain.graph.node("PreviewImage", images=chain.frames["pt"])
+    with pytest.raises(ValidationError) as err:
+        server.queue(chain.graph)
+    assert chain.nodes["WanPrepareLatentsStep"].id in err.value.body["node_errors"], err.value.body
+    ok = WanChain(info)
+    ok.graph.node("PreviewImage", images=ok.frames["pt"])
+    assert server.run(ok.graph, timeout=600).status == "success"

@@ -1,5 +1,6 @@
-"""Writes the example workflows built here (example_workflows/diffusers_*.json, and the two that stop a loop and
-resume it from its state file) with the node definitions of a running ComfyUI that has the pack (for the widget
+"""Writes the example workflows built here (example_workflows/diffusers_*.json: three step chains and one template
+per named workflow of diffusers' Auto blocks that a Load Image can feed, and the two that stop a loop and resume it
+from its state file) with the node definitions of a running ComfyUI that has the pack (for the widget
 order): a developer's tool, not shipped.
 
     python tools/make_examples.py --url http://127.0.0.1:8188 [name ...]
@@ -25,8 +26,12 @@ SDXL, SD3 = "StableDiffusionXL", "StableDiffusion3"
 def defaults(info, cls, **inputs):
     """The node's required widget defaults, with `inputs` on top."""
     required = info[cls]["input"].get("required", {})
-    return {**{k: (v[1].get("default", v[0][0] if isinstance(v[0], list) else None) if len(v) > 1 else None)
-               for k, v in required.items()}, **inputs}
+    def default(v):
+        opts = v[1] if len(v) > 1 else {}
+        choices = v[0] if isinstance(v[0], list) else opts.get("options") if v[0] == "COMBO" else None
+        return opts.get("default", choices[0] if choices else None)
+
+    return {**{k: default(v) for k, v in required.items()}, **inputs}
 
 
 def step(g, info, family, name, **inputs):
@@ -107,7 +112,16 @@ def resume_from_file(info):
 
 
 def layout(g):
-    """Left to right in graph order, two rows: the loader and steps on top, the loop and what follows below."""
+    """Left to right in graph order, two rows: the loader and steps on top, the loop and what follows below. A
+    one-node workflow: four columns (the loader and Load Images, the workflow node, State To Image, the save)."""
+    if any(n.class_type.startswith("ModularWorkflow_") for n in g.nodes.values()):
+        columns = {"ModularDiffusersLoader": 0, "LoadImage": 0, "ModularStateToImage": 2}
+        placed, heights = {}, [60, 60, 60, 60]
+        for nid, node in g.nodes.items():
+            col = 1 if node.class_type.startswith("ModularWorkflow_") else columns.get(node.class_type, 3)
+            placed[nid] = [40 + [0, 380, 800, 1120][col], heights[col]]
+            heights[col] += 380 if node.class_type == "LoadImage" else 160
+        return placed
     positions, x, row = {}, 40, 0
     for nid, node in g.nodes.items():
         if node.class_type.startswith(("ModularLoop_", "ModularKSampler_")):
@@ -147,6 +161,104 @@ def sized(workflow):
     return workflow
 
 
+# --- one template per named workflow of diffusers' Auto blocks (the one-node form) ------------------------
+
+def snake(name: str, family: str = "") -> str:
+    """A blocks class's name in the words of its family's folder: FluxKontextAutoBlocks (flux) -> flux_kontext,
+    MiniMaxH3Blocks (minimax_h3) -> minimax_h3, WanImage2VideoAutoBlocks (wan) -> wan_image2video."""
+    import re
+
+    stem = re.sub(r"(Auto)?Blocks$", "", name)
+    # words at a capital, and after a version number (Flux2Klein), but "2" as "to" joins (Image2Video)
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[0-9])(?=[A-Z])(?!Video|Image)", "_", stem).lower()
+    squashed, i = family.replace("_", ""), 0
+    for k, ch in enumerate(words):  # the family's letters at the start, however the class splits them
+        if i == len(squashed):
+            return family + words[k:]
+        if ch != "_":
+            if ch != squashed[i]:
+                return words
+            i += 1
+    return family if i == len(squashed) else words
+
+
+def template_name(shipped, workflow: str) -> str:
+    return f"diffusers_{snake(shipped.name, shipped.family)}_{workflow}"
+
+
+def workflow_templates(info) -> dict:
+    """{template name: (workflow node class, workflow, {trigger: how it is given}, output, family)} for every named workflow
+    of diffusers' Auto blocks (each `_workflow_map`, read from the installed diffusers) whose inputs a user gives on
+    the workflow node or with a Load Image: its trigger inputs are the prompt, images and masks (`IMAGE` / `MASK`
+    sockets of the node), or values (Cosmos' text2image: num_frames 1). Those that need a video, a ControlNet or
+    IP-Adapter model, actions or conditions are left to the node itself (its workflow choice)."""
+    from modular.pipelines.scan import scan_workflows
+
+    found = {}
+    for shipped in scan_workflows():
+        cls = f"ModularWorkflow_{shipped.name}"
+        if cls not in info:
+            continue
+        node = info[cls]["input"]
+        spec = {**node.get("required", {}), **node.get("optional", {})}
+        blocks = shipped.load()()
+        for workflow in shipped.workflows:
+            triggers = blocks._workflow_map[workflow]
+            triggers = triggers[0] if isinstance(triggers, (list, tuple)) else triggers  # alternatives: the first
+            if any(k.startswith(("controlnet", "ip_adapter")) for k in [workflow]):
+                continue
+            given = {}
+            for name, value in triggers.items():
+                kind = spec.get(name, [None])[0]
+                if name == "prompt":
+                    given[name] = "text"
+                elif value is True and kind in ("IMAGE", "MASK"):
+                    given[name] = kind
+                elif value is not True and name in spec:
+                    given[name] = value
+                else:
+                    given = None
+                    break
+            if given is None:
+                continue
+            outputs = [o.name for o in blocks.get_workflow(workflow).outputs]
+            found[template_name(shipped, workflow)] = (cls, workflow, given, "videos" if "videos" in outputs else "images",
+                                                       shipped.family)
+    return found
+
+
+def one_node(info, cls, workflow, given, output, family):
+    """Load Diffusers Pipeline -> the workflow node (its workflow chosen, the prompt and a negative one, Load Image
+    for each image; a mask from the image's Load Image, painted in its mask editor) -> State To Image -> Save Image,
+    or Save Animated WEBP at the family's frame rate for a video."""
+    g = Graph()
+    pipe = g.node("ModularDiffusersLoader", folder=family, dtype="default")
+    values = {"prompt": PROMPT} if "prompt" in given else {}
+    spec = {**info[cls]["input"].get("required", {}), **info[cls]["input"].get("optional", {})}
+    if "negative_prompt" in spec:
+        values["negative_prompt"] = NEGATIVE
+    loaded = {}
+    for name, how in given.items():
+        if how == "IMAGE":
+            loaded[name] = g.node("LoadImage", image="example.png")
+            values[name] = loaded[name]
+        elif how not in ("text", "MASK"):
+            values[name] = how
+    for name, how in given.items():
+        if how == "MASK":  # the mask of the picture it repaints
+            source = loaded.get("image") or g.node("LoadImage", image="example.png")
+            values[name] = source.out(1)
+    node = g.node(cls, **defaults(info, cls, workflow=workflow, **values), pipeline=pipe)
+    image = g.node("ModularStateToImage", state=node, key=output)
+    prefix = f"modular_loops_{snake(cls.removeprefix('ModularWorkflow_'), family)}_{workflow}"
+    if output == "videos":
+        g.node("SaveAnimatedWEBP", **defaults(info, "SaveAnimatedWEBP", images=image, fps=image.out(1),
+                                              filename_prefix=prefix))
+    else:
+        g.node("SaveImage", images=image, filename_prefix=prefix)
+    return g
+
+
 EXAMPLES = {
     "diffusers_sdxl_txt2img": lambda info: sdxl(info),
     "diffusers_sdxl_guider": lambda info: sdxl(info, "ModularGuider_AdaptiveProjectedGuidance"),
@@ -163,7 +275,10 @@ def main():
     parser.add_argument("names", nargs="*", help="only these examples (default: all)")
     args = parser.parse_args()
     info = ComfyClient(args.url).object_info()
-    for name, build in EXAMPLES.items():
+    examples = dict(EXAMPLES)
+    for name, spec in workflow_templates(info).items():
+        examples[name] = lambda info, a=spec: one_node(info, *a)
+    for name, build in examples.items():
         if args.names and name not in args.names:
             continue
         g = build(info)

@@ -106,8 +106,9 @@ def check_guidance(guider, state, label: str):
         raise LoopConfigError(
             f"{label}: the guider ({type(guider).__name__}) needs negative embeddings, but the state has "
             f"{', '.join(missing)} and no {', '.join('negative_' + k for k in missing)}: give the text encoder step a "
-            f"negative prompt (some families encode none without one), and the guider this loop uses (one that "
-            f"needs none, e.g. with a guidance scale of 1, encodes none)")
+            f"negative prompt (some families encode none without one), and connect this guider node to the text "
+            f"encoder step too: it asks the run's guider whether to encode the negative, and a guider given only "
+            f"further on (or one that needs none, e.g. with a guidance scale of 1) was not asked")
 
 
 def workflow_chain(blocks_cls, workflow: str, label: str):
