@@ -17,6 +17,7 @@ from ..modular.core.errors import loop_where
 from ..modular.core.params import ParamSpec
 from ..modular.pipelines.latents import from_host_latent, to_host_latent
 from ..modular.pipelines.load import INDEX_FILES, load_pipeline
+from ..modular.pipelines.media import AUDIO_NAMES, audio_rate, host_audio
 from ..modular.pipelines.run import RunComponents, check_guidance, run_step, run_workflow
 from ..modular.pipelines.scan import scan_guiders
 from . import widgets
@@ -367,6 +368,35 @@ def _export_default_fps() -> float:
     return float(inspect.signature(export_to_video).parameters["fps"].default)
 
 
+class StateToAudio:
+    DESCRIPTION = ("The decoded audio of a pipeline state as a ComfyUI AUDIO ({\"waveform\": [B, C, T], "
+                   "\"sample_rate\"}), for Save Audio, Preview Audio, Create Video. diffusers' decoders write `audio` "
+                   "(LTX-2, Echo, MiniMax-H3), `audios` (MiniMax Music) or `sound` (Cosmos); the rate is the state's "
+                   "`sampling_rate`, else the pipeline's (its vocoder's output rate): connect the pipeline where the "
+                   "state has none.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"state": (STATE_TYPE,), "key": ("STRING", {"default": "audio", "tooltip": (
+                    "The state value to convert (read also: `audios`, `sound`, when the state has no `audio`).")})},
+                "optional": {"pipeline": (PIPELINE_TYPE, {"tooltip": "The pipeline that made it: its audio rate."})}}
+
+    def convert(self, state, key, pipeline=None):
+        held = compat.state_values(state)
+        if key == AUDIO_NAMES[0] and key not in held:
+            key = next((k for k in AUDIO_NAMES if held.get(k) is not None), key)
+        label = f"State To Audio: '{key}'"
+        waveform = host_audio(value_named(state, key, "State To Audio"), label)
+        rate = audio_rate(held, pipeline)
+        if rate is None:
+            raise LoopConfigError(f"{label}: the state holds no sampling_rate; connect the pipeline that made it")
+        return ({"waveform": waveform, "sample_rate": rate},)
+
+
 class StateToLatent:
     DESCRIPTION = ("The latents of a pipeline state as a ComfyUI LATENT (undoing the pipeline VAE's scaling and "
                    "shift), for VAE Decode, KSampler and every node that takes a LATENT.")
@@ -410,6 +440,7 @@ class LatentToState:
 NODES = {"ModularDiffusersLoader": (LoadDiffusersPipeline, "Load Diffusers Pipeline"),
          "ModularDiffusersScheduler": (DiffusersScheduler, "Diffusers Scheduler"),
          "ModularStateToImage": (StateToImage, "State To Image"),
+         "ModularStateToAudio": (StateToAudio, "State To Audio"),
          "ModularStateToLatent": (StateToLatent, "State To LATENT"),
          "ModularLatentToState": (LatentToState, "LATENT To State")}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ..modular import NOT_GIVEN, parse_json_widget
-from ..modular.core.params import UNSET
+from ..modular.core.params import SIZES, UNSET
 from ..modular.pipelines.media import as_pipeline_media, check_sizes
 
 BLOCK_TYPE = "LOOP_BLOCK"
@@ -53,7 +53,6 @@ def _number_default(declared, opts, kind):
 
 SEED_MAX = 0xFFFFFFFF  # as diffusers' UI seed template
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION, the most its own size widgets take (a host test pins it)
-SIZES = ("height", "width")
 
 
 def _unset_text(spec) -> str:
@@ -183,7 +182,8 @@ def state_value(spec, value, label: str = "node"):
     if spec.kind == "object" and spec.type_name == "Tensor" and isinstance(value, dict) and "samples" in value:
         return value["samples"]
     if spec.kind in MEDIA_TYPES:
-        return as_pipeline_media(spec.kind, value, spec.options.get("many", False), f"{label}, input '{spec.name}'")
+        return as_pipeline_media(spec.kind, value, spec.options.get("many", False), f"{label}, input '{spec.name}'",
+                                 one=spec.options.get("one", True))
     return value
 
 

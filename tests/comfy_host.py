@@ -128,8 +128,9 @@ PICKLE_ONLY = "pickle-only"
 
 
 def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
-    """models/diffusers/: tiny SDXL, SD3, Flux and Wan 2.1 pipelines (save_pretrained, .safetensors), and a folder
-    whose UNet weights are only a pickle file (which must be refused, never read)."""
+    """models/diffusers/: tiny SDXL, SD3, Flux and Wan 2.1 pipelines (save_pretrained, .safetensors), every tiny
+    family's folders (`tests/fixtures/tiny`), and a folder whose UNet weights are only a pickle file (which must be
+    refused, never read)."""
     root = server.base / "models" / "diffusers"
     sdxl = root / TINY_SDXL
     for kind, folder in (("sdxl", sdxl), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
@@ -139,6 +140,9 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"could not write the tiny {kind} pipeline: {r.stderr[-2000:]}")
+    r = subprocess.run([server.python, str(fixtures / "tiny" / "make.py"), str(root)], capture_output=True, text=True)
+    if r.returncode != 0:  # every family's tiny folders (tests/fixtures/tiny), ~10 s
+        raise RuntimeError(f"could not write the tiny family pipelines: {r.stderr[-2000:]}")
     pickled = root / PICKLE_ONLY
     if not pickled.is_dir():
         shutil.copytree(sdxl, pickled)

@@ -194,6 +194,9 @@ def test_model_folders_that_are_refused(tmp_path):
     ok = make_folder(tmp_path / "d", INDEX, ["unet/diffusion_pytorch_model.safetensors", "unet/extra.bin",
                                               "scheduler/scheduler_config.json"])
     assert set(check_folder(ok)) == {"unet", "scheduler"}  # [null, null] entries are nothing to load
+    configs = make_folder(tmp_path / "f", dict(INDEX, distilled_sigmas=[1.0, 0.5], pair=["a", 1]),
+                          ["unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"])
+    assert set(check_folder(configs)) == {"unet", "scheduler"}  # config values that are pairs (Cosmos distilled)
     remote = dict(INDEX, unet=["diffusers", "UNet2DConditionModel", {"pretrained_model_name_or_path": "org/repo"}])
     with pytest.raises(PipelineLoadError, match="read from 'org/repo', not from this folder"):
         check_folder(make_folder(tmp_path / "e", remote, ["scheduler/scheduler_config.json"]))
@@ -292,13 +295,22 @@ def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
     assert [im.size for im in given["image"]] == [(6, 8), (6, 8)] and given["image"][0].mode == "RGB"
     pixels = torch.tensor(list(given["image"][1].getdata())).reshape(8, 6, 3).float() / 255
     assert (pixels - image[1]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit, rounded
-    assert given["mask_image"][0].mode == "L" and given["mask_image"][0].getpixel((0, 0)) == 255  # 1 = repaint
-    assert given["mask_image"][0].getpixel((5, 0)) == 0 and isinstance(given["control_image"], Image.Image)
+    assert given["mask_image"].mode == "L" and given["mask_image"].getpixel((0, 0)) == 255  # 1 = repaint, one mask
+    assert given["mask_image"].getpixel((5, 0)) == 0 and isinstance(given["control_image"], Image.Image)
+    # a batch of one is one image where the input takes one (untyped, Image | list[Image]: as a diffusers user
+    # passes it; Hunyuan's and Cosmos' image-to-video steps take no list), a list where it takes only lists
+    one = widgets.given_values(specs, {"image": image[:1], "ip_adapter_image": image[:1], "height": 0})
+    assert isinstance(one["image"], Image.Image) and isinstance(one["ip_adapter_image"], Image.Image)
+    listed = input_specs([InputParam("image", type_hint=list[Image.Image])], typed_by_default=True)
+    assert isinstance(widgets.given_values(listed, {"image": image[:1]})["image"], list)
+    # without a mask an image of another size than asked is resized by diffusers' image processor, as pipe() does
+    assert widgets.given_values(specs, {"image": image, "height": 16})["image"][0].size == (6, 8)
+    assert media_kind("video", None) == "video" and media_kind("control_video", None) == "video"
     bad = [({"control_image": image}, "takes one image, got a batch of 2"),
            ({"image": torch.rand(1, 8, 6, 4)}, "RGBA"),
            ({"image": torch.rand(0, 8, 6, 3)}, "holds no images"),
            ({"image": image, "mask_image": torch.zeros(1, 4, 4)}, "a mask is of its image's size"),
-           ({"image": image, "height": 16}, "leave height / width at 0")]
+           ({"image": image, "mask_image": mask, "height": 16}, "leave height / width at 0")]
     for values, words in bad:
         with pytest.raises(LoopConfigError) as e:
             widgets.given_values(specs, {"height": 0, **values}, label="StableDiffusionXLAutoBlocks")
@@ -333,8 +345,16 @@ def test_every_named_workflow_of_diffusers_has_a_tiny_folder_or_a_reason():
             for workflow, call in spec["workflows"].items():
                 assert isinstance(call, (dict, str)) and call, (name, blocks, workflow)
     found = shipped.scan_workflows()
-    assert len(found) == 30 and sum(len(c.workflows) for c in found) == 94
-    for c in found:
+    named = [c for c in found if c.workflows != (shipped.DEFAULT_WORKFLOW,)]
+    assert len(named) == 30 and sum(len(c.workflows) for c in named) == 94
+    for c in named:
         assert c.name in declared and declared[c.name][0] == c.family, c.name
         assert set(declared[c.name][1]["workflows"]) == set(c.workflows), c.name
+    # a pipeline's default blocks that name no workflows: the one "default" chain (Wan 2.1, Echo, MiniMax Music)
+    defaults = {c.name for c in found} - {c.name for c in named}
+    assert {"WanBlocks", "EchoBlocks", "MiniMaxMusic3Blocks", "WanAnimate2Blocks", "Wan22Blocks"} <= defaults
+    for blocks, (_, spec) in declared.items():
+        assert blocks in {c.name for c in found}, blocks
+        if blocks in defaults:
+            assert set(spec["workflows"]) == {shipped.DEFAULT_WORKFLOW}, blocks
     assert len({family for family, _ in declared.values()}) == 22  # with the families that name no workflows

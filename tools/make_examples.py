@@ -203,6 +203,8 @@ def workflow_templates(info) -> dict:
         spec = {**node.get("required", {}), **node.get("optional", {})}
         blocks = shipped.load()()
         for workflow in shipped.workflows:
+            if workflow not in (getattr(type(blocks), "_workflow_map", None) or {}):
+                continue  # a pipeline's default blocks ("default"): no triggers named to lay a template out from
             triggers = blocks._workflow_map[workflow]
             triggers = triggers[0] if isinstance(triggers, (list, tuple)) else triggers  # alternatives: the first
             if any(k.startswith(("controlnet", "ip_adapter")) for k in [workflow]):

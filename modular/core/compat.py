@@ -299,13 +299,22 @@ def ui_templates() -> dict:
     return MELLON_PARAM_TEMPLATES
 
 
+DEFAULT_WORKFLOW = "default"
+
+
 def workflow_names(blocks) -> list[str]:
-    """The named workflows of a family's Auto blocks (`_workflow_map`), in diffusers' order."""
+    """The named workflows of a family's Auto blocks (`_workflow_map`), in diffusers' order; ["default"] for blocks
+    that name none (a pipeline's default blocks: one chain, picked by the call's inputs)."""
+    if not getattr(type(blocks), "_workflow_map", None):
+        return [DEFAULT_WORKFLOW]
     return list(blocks.available_workflows)
 
 
-def workflow_chain(blocks, name: str):
-    """diffusers' own blocks for workflow `name` (`get_workflow`): a sequence of leaf steps and loops."""
+def workflow_chain(blocks, name: str, values: dict | None = None):
+    """diffusers' own blocks for workflow `name` (`get_workflow`): a sequence of leaf steps and loops. "default" of
+    blocks that name no workflows: the chain the call's `values` select (`get_execution_blocks`), as pipe() runs."""
+    if name == DEFAULT_WORKFLOW and not getattr(type(blocks), "_workflow_map", None):
+        return blocks.get_execution_blocks(**{k: v for k, v in (values or {}).items() if v is not None})
     return blocks.get_workflow(name)
 
 

@@ -73,11 +73,16 @@ def kind_of(hint) -> str:
         return WIDGET_KINDS[hint]
     if hint in JSON_ORIGINS or typing.get_origin(hint) in JSON_ORIGINS:
         return "json"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and all(
+            kind_of(arm) == "json" for arm in typing.get_args(hint)):
+        return "json"  # `list | tuple` (Echo's sigmas)
     return "object"
 
 
 TEMPLATE_TYPES = {"string": str, "int": int, "float": float, "boolean": bool, "bool": bool, "dropdown": str}
 SEED_NAME = "generator"
+SIZES = ("height", "width")
+MIN_SIZE = 16
 # Counts that are 1 or more wherever diffusers reads them (0 images, 0 steps crash or run nothing); the most a
 # widget takes, as ComfyUI's own nodes cap them (EmptyLatentImage's batch_size, KSampler's steps).
 COUNTS = {"num_images_per_prompt": 4096, "num_videos_per_prompt": 4096, "batch_size": 4096,
@@ -117,17 +122,19 @@ def _call_value(p, hint, template, options):
       the state's value, else applies that same default), or, with no default, empty text / 0 (the state's value,
       else diffusers' `None`: e.g. the pipeline's default height); any other value is given, and overrides the
       state's from that node on;
-    - a typed input with no default and no template is a socket: a value an earlier step writes (`batch_size`);
+    - a typed input with no default and no template is a socket: a value an earlier step writes (`batch_size`),
+      except text, a text box (empty: not given);
     - counts are 1 or more (`COUNTS`), other ints with a default of 0 or more are not negative;
     - an input with no UI template (not one of diffusers' standard parameters) is `options["advanced"]`: a host
       may tuck it away."""
     if not template:
         options["advanced"] = True  # not one of diffusers' standard parameters: shown behind "advanced"
     template = template or {}
-    media = media_kind(p.name, hint, template)
+    media = media_kind(p.name, hint, template) if type(p.default) not in WIDGET_KINDS else None
     if media is not None:
         options.pop("advanced", None)  # what a user gives a pipeline: an image, a mask, a video
         options["many"] = media != "video" and accepts_list(hint)
+        options["one"] = media != "video" and accepts_one(hint)
         return hint, media, options
     if hint is None and type(p.default) in WIDGET_KINDS:
         hint = type(p.default)
@@ -142,14 +149,18 @@ def _call_value(p, hint, template, options):
         options["choices"] = list(template.get("options") or []) or None
     if template.get("display") == "textarea":
         options["multiline"] = True
+    if kind == "int" and p.name in SIZES:  # ComfyUI's own least size (EmptyLatentImage), not a template's 64
+        options["min"] = min(options.get("min", MIN_SIZE), MIN_SIZE)
     if kind == "int" and p.name in COUNTS:
         options = {"min": 1, "max": COUNTS[p.name], **options}
     elif kind == "int" and isinstance(p.default, int) and p.default >= 0:
         options.setdefault("min", 0)
     if p.default is not None:
         options[UNSET] = p.default
-    elif template and kind == "str":
+    elif kind == "str":  # text (with no template: free text, e.g. MiniMax Music's lyrics); empty: not given
         options[UNSET] = ""
+        if not template:
+            options["multiline"] = True
     elif template and kind in ("int", "float"):
         options[UNSET] = 0 if kind == "int" else 0.0
         options["min"] = min(options.get("min", 0), 0)  # 0: not given
@@ -184,13 +195,29 @@ def accepts_list(hint) -> bool:
     return hint is list or typing.get_origin(hint) is list
 
 
+def accepts_one(hint) -> bool:
+    """Whether a hint takes a single value: untyped, a non-list type, or a union with a non-list arm."""
+    hint = _unwrap_optional(hint)
+    if hint is None:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(accepts_one(a) for a in typing.get_args(hint))
+    return not (hint is list or typing.get_origin(hint) is list)
+
+
 def media_kind(name: str, hint, template: dict | None = None) -> str | None:
     """"image", "mask" or "video" for an input a user gives a pipeline as media, by diffusers' own words: its UI
     template's type (`image`, `video`), or a type hint naming PIL images (a list of them for a video's frames, a
-    name with "mask" for a mask); an untyped `mask_image` is a mask. None for anything else."""
+    name with "mask" for a mask); an untyped `mask_image` is a mask, an untyped `video` / `..._video` a video,
+    untyped or `list` `images` / `..._images` images.
+    None for anything else."""
     kind = (template or {}).get("type")
-    if kind == "video" or (_names_pil(hint) and "video" in name):
+    video_name = name == "video" or name.endswith("_video")
+    if kind == "video" or (_names_pil(hint) and "video" in name) or (hint is None and video_name):
         return "video"
+    if ((hint is None or hint is list) and (name == "images" or name.endswith("_images"))
+            and not name.startswith("num_")):  # Echo's memory_images
+        return "image"
     if kind == "image" or _names_pil(hint) or (hint is None and name.endswith("_image") and "mask" in name):
         return "mask" if "mask" in name else "image"
     return None

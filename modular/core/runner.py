@@ -29,6 +29,7 @@ class BlockConfig:
     values: dict = field(default_factory=dict)  # only the values given on the node
     components: dict = field(default_factory=dict)
     node: str | None = None  # the host's id of the node that configured it (named in messages, marked on errors)
+    instance: object = None  # the block itself where diffusers configured it (a workflow chain's), else made from cls
 
     def where(self, name: str) -> str:
         return block_where(name, self.cls.__name__, self.node)
@@ -108,7 +109,8 @@ def run_loop(
     blocks = list(blocks) or [(name, BlockConfig(cls)) for name, cls in compat.default_blocks(wrapper_cls).items()]
     require_blocks(blocks, label)
 
-    wrapper = compat.compose(wrapper_cls, {name: cfg.cls for name, cfg in blocks})
+    wrapper = compat.compose(wrapper_cls, {name: cfg.cls if cfg.instance is None else cfg.instance
+                                           for name, cfg in blocks})
     sources = [ValueSource(f"the loop ({label})", wrapper.loop_inputs, dict(loop_values or {}))]
     sources += [ValueSource(f"block {cfg.where(name)}", wrapper.sub_blocks[name].inputs, dict(cfg.values), cfg.node)
                 for name, cfg in blocks]

@@ -47,8 +47,9 @@ def check_folder(folder) -> dict:
     index_name, index = _index(folder)
     components = {}
     for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) < 2 or value[0] is None:
-            continue
+        if (name.startswith("_") or not isinstance(value, (list, tuple)) or len(value) < 2
+                or not isinstance(value[0], str) or not isinstance(value[1], str)):
+            continue  # a config value (e.g. Cosmos' `distilled_sigmas` [1.0, 0.5]), or [null, null]: no component
         library = value[0]
         spec = value[2] if len(value) == 3 and isinstance(value[2], dict) else {}
         repo = spec.get("pretrained_model_name_or_path") or spec.get("repo")

@@ -53,12 +53,15 @@ def to_pil_masks(masks, label: str) -> list:
     return [Image.fromarray(np.ascontiguousarray(p), "L") for p in pixels]
 
 
-def as_pipeline_media(kind: str, value, many: bool, label: str):
-    """A host value for an input of media `kind` ("image", "mask", "video"): PIL images, one where the input takes
-    one (`many` False), a list where it takes several; a video's frames as a list."""
+def as_pipeline_media(kind: str, value, many: bool, label: str, one: bool = True):
+    """A host value for an input of media `kind` ("image", "mask", "video"): PIL images; a batch of one is one image
+    where the input takes one (`one`: untyped, `Image`, `Image | list[Image]`, as a diffusers user passes it),
+    else a list where it takes several (`many`); a video's frames as a list."""
     if kind == "video":
         return to_pil_images(_batch(value, 4, "video frames", label), label)
     items = to_pil_masks(value, label) if kind == "mask" else to_pil_images(value, label)
+    if one and len(items) == 1:
+        return items[0]
     if many:
         return items
     if len(items) != 1:
@@ -68,8 +71,9 @@ def as_pipeline_media(kind: str, value, many: bool, label: str):
 
 
 def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
-    """Before anything runs: the masks given with images are of their size, and images given with an explicit
-    `height` / `width` (`asked`, 0 or absent: not asked) are of that size. `media`: name -> PIL image(s) as
+    """Before anything runs: the masks given with images are of their size, and, where a mask is given, images given
+    with an explicit `height` / `width` (`asked`, 0 or absent: not asked) are of that size (the mask must line up
+    with the picture that comes out; reference and image-to-image images are resized by diffusers, as pipe() does). `media`: name -> PIL image(s) as
     `as_pipeline_media` made them; `kinds`: name -> "image" / "mask" / "video"."""
     def size(value):
         first = value[0] if isinstance(value, list) else value
@@ -82,9 +86,49 @@ def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
             if (h, w) != (ih, iw):
                 raise LoopConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "
                                       f"size (scale it, e.g. with Upscale Image / ImageToMask of the same image)")
+    if not masks:  # without a mask diffusers' image processors resize an image to the size asked, as pipe() does
+        return
     want_h, want_w = asked.get("height") or 0, asked.get("width") or 0
     for image, (h, w) in images.items():
         if (want_h and h != want_h) or (want_w and w != want_w):
             raise LoopConfigError(f"{label}: '{image}' is {w}x{h}, but height x width asks {want_w or w}x{want_h or h}: "
                                   f"scale the image (Upscale Image), or leave height / width at 0 to take its size")
 
+
+
+AUDIO_NAMES = ("audio", "audios", "sound")  # what diffusers' decoders call a waveform (LTX-2, MiniMax, Cosmos)
+RATE_NAMES = ("sampling_rate", "sample_rate", "audio_sampling_rate")  # what they call its rate, in a state
+
+
+def host_audio(value, label: str):
+    """A decoded waveform as a host's audio batch: a float32 CPU tensor [B, C, T] (diffusers' decoders give
+    [B, C, T], Cosmos' sound [C, T], as a tensor or a numpy array). Anything else names `label` and the value."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not torch.is_tensor(value) or value.ndim not in (1, 2, 3) or value.shape[-1] == 0 or not value.is_floating_point():
+        shape = list(value.shape) if hasattr(value, "shape") else type(value).__name__
+        raise LoopConfigError(f"{label}: expected a decoded waveform ([B, C, T], [C, T] or [T] floats, output_type "
+                              f"pt or np), got {shape}")
+    while value.ndim < 3:
+        value = value[None]
+    return value.detach().float().cpu().contiguous()
+
+
+def audio_rate(values: dict, pipeline) -> int | None:
+    """The rate of a state's waveform: the state's own (`sampling_rate`, as Cosmos' and MiniMax-H3's decoders write
+    it); else the pipeline's vocoder's output rate (LTX-2, Echo: their vocoders resample), else the rate the
+    pipeline says it makes (`sampling_rate`, `audio_sampling_rate`); None when nothing says."""
+    for name in RATE_NAMES:
+        rate = values.get(name)
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+            return int(rate)
+    config = getattr(getattr(pipeline, "vocoder", None), "config", None)
+    for source, names in ((config, ("output_sampling_rate", "sampling_rate")), (pipeline, RATE_NAMES)):
+        for name in names:
+            rate = getattr(source, name, None) if source is not None else None
+            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+                return int(rate)
+    return None

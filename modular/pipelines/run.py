@@ -76,9 +76,10 @@ class StepResult:
 
 def run_step(block_cls, values: dict, state=None, components=None, node=None, label=None) -> StepResult:
     """Run one pipeline block (a step around a loop) on a copy of `state`, seeded with the `values` given on its
-    node (node values > incoming state > defaults, as for loops)."""
-    label = label or loop_where(block_cls.__name__, node)
-    block = block_cls()
+    node (node values > incoming state > defaults, as for loops). `block_cls`: the class, or an instance as a
+    workflow's chain holds it (diffusers configures some steps: Flux Kontext's VAE encoder samples by `argmax`)."""
+    block = block_cls() if isinstance(block_cls, type) else block_cls
+    label = label or loop_where(type(block).__name__, node)
     seeded, notes = seed_state(block, [ValueSource(f"the step {label}", block.inputs, dict(values), node)],
                                initial=state, loop_label=label)
     if hasattr(components, "bind_state"):
@@ -111,14 +112,14 @@ def check_guidance(guider, state, label: str):
             f"further on (or one that needs none, e.g. with a guidance scale of 1) was not asked")
 
 
-def workflow_chain(blocks_cls, workflow: str, label: str):
-    """diffusers' own chain for a named workflow of a family's Auto blocks (`get_workflow`): the leaf steps and the
-    loop that `pipe(...)` runs for it, in order."""
+def workflow_chain(blocks_cls, workflow: str, label: str, values: dict | None = None):
+    """diffusers' own chain for a named workflow of a family's Auto blocks (`get_workflow`; "default" of blocks that
+    name none: the one their given `values` select): the leaf steps and the loop that `pipe(...)` runs, in order."""
     blocks = blocks_cls()
     names = compat.workflow_names(blocks)
     if workflow not in names:
         raise LoopConfigError(f"{label}: no workflow {workflow!r}; {blocks_cls.__name__} has {', '.join(names)}")
-    return compat.workflow_chain(blocks, workflow)
+    return compat.workflow_chain(blocks, workflow, values)
 
 
 def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components=None, node=None, hooks=None,
@@ -132,18 +133,19 @@ def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components
     from ..core.state import copy_state
 
     label = label or loop_where(blocks_cls.__name__, node)
-    chain = workflow_chain(blocks_cls, workflow, label)
-    state = compat.seed_call(chain, copy_state(state), {k: to_state_value(k, v) for k, v in values.items()})
+    values = {k: to_state_value(k, v) for k, v in values.items()}
+    chain = workflow_chain(blocks_cls, workflow, label, values)
+    state = compat.seed_call(chain, copy_state(state), values)
     notes = []
     for name, block in compat.chain_steps(chain):
         where = f"{label}, workflow {workflow}, step '{name}' ({type(block).__name__})"
         if compat.role_of(type(block)) == "loop":
             if hasattr(components, "guider_for"):
                 check_guidance(components.guider_for(state), state, where)
-            result = run_loop(type(block), [(k, BlockConfig(type(b))) for k, b in compat.chain_steps(block)],
+            result = run_loop(type(block), [(k, BlockConfig(type(b), instance=b)) for k, b in compat.chain_steps(block)],
                               state=state, components=components, hooks=hooks, device=device, label=where)
         else:
-            result = run_step(type(block), {}, state, components, node, label=where)
+            result = run_step(block, {}, state, components, node, label=where)
         state = result.state
         notes += result.notes
     return StepResult(state, notes)

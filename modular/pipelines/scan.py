@@ -55,6 +55,7 @@ class ClassStatement:
     calls: bool  # defines `__call__`
     block_classes: bool  # assigns `block_classes` in its body
     workflow_map: dict | None = None  # its `_workflow_map` literal (a family's Auto blocks), else None
+    default_blocks: str | None = None  # its `default_blocks_name` literal (a family's pipeline class), else None
 
 
 def _base_name(node) -> str | None:
@@ -77,7 +78,8 @@ def class_statements(path: Path) -> dict[str, ClassStatement]:
         assigned += [s.target for s in node.body if isinstance(s, ast.AnnAssign)]
         blocks = any(isinstance(t, ast.Name) and t.id == "block_classes" for t in assigned)
         bases = tuple(n for n in map(_base_name, node.bases) if n)
-        found[node.name] = ClassStatement(bases, calls, blocks, _literal_assignment(node, "_workflow_map"))
+        found[node.name] = ClassStatement(bases, calls, blocks, _literal_assignment(node, "_workflow_map"),
+                                          _literal_assignment(node, "default_blocks_name"))
     return found
 
 
@@ -141,19 +143,35 @@ def scan(root: Path | None = None) -> list[ShippedClass]:
     return found
 
 
+DEFAULT_WORKFLOW = "default"  # the one chain of a pipeline's default blocks that name no workflows
+
+
 def scan_workflows(root: Path | None = None) -> list[ShippedClass]:
     """Every family's Auto blocks with named workflows (a `_workflow_map` in `<family>/modular_blocks_*.py`): the
-    classes diffusers' pipelines run (`pipe(...)`), each with the workflows `get_workflow(name)` lays out."""
+    classes diffusers' pipelines run (`pipe(...)`), each with the workflows `get_workflow(name)` lays out; then the
+    default blocks of the family's pipelines (`default_blocks_name` in `<family>/modular_pipeline.py`) that name no
+    workflows (Wan 2.1's `WanBlocks`, `EchoBlocks`, ...), each with the one workflow "default": the chain its
+    inputs select, as `pipe(...)` runs it."""
     root = root or package_dir()
     if root is None:
         return []
     found = []
     for family in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        classes = {}
         for path in sorted(family.glob("modular_blocks*.py")):
             for name, statement in class_statements(path).items():
+                classes.setdefault(name, path.stem)
                 if isinstance(statement.workflow_map, dict) and statement.workflow_map:
                     found.append(ShippedClass(family.name, path.stem, name, "workflow", False,
                                               tuple(statement.workflow_map)))
+        named = {c.name for c in found}
+        pipeline = family / "modular_pipeline.py"
+        for statement in class_statements(pipeline).values() if pipeline.is_file() else ():
+            default = statement.default_blocks
+            if isinstance(default, str) and default in classes and default not in named:
+                named.add(default)
+                found.append(ShippedClass(family.name, classes[default], default, "workflow", False,
+                                          (DEFAULT_WORKFLOW,)))
     return found
 
 

@@ -1,0 +1,150 @@
+"""Host tier, every named workflow of diffusers' families: each family's Auto blocks node
+(`ModularWorkflow_<Class>`) runs each workflow a tiny family module declares (`tests/fixtures/tiny/<family>.py`:
+its folder, the call's values, its media) through a real ComfyUI, against diffusers' own `pipe(**the same call)` of
+the same folder. Media go in as a user gives them: PNG files in the input folder through Load Image (images), Load
+Image (as Mask) (masks) and an IMAGE batch of frames (videos); images and videos come out of State To Image, a
+waveform out of State To Audio (into Save Audio).
+
+Each run is recorded in `tests/.artifacts/coverage/<host>.json`; `tools/coverage_table.py` writes
+docs/coverage.md (family x workflow: equal / differs / fails / not run and why) from them. Skipped, loudly,
+without a ComfyUI."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfy_host import ROOT, Graph, require_host
+from conftest import FIXTURES
+
+require_host()
+
+sys.path.insert(0, str(FIXTURES))
+import tiny  # noqa: E402
+
+SEED = 0
+AUDIO = ("audio", "audios", "sound")  # a family whose output is a waveform (MiniMax Music)
+TOL = 1e-5
+COVERAGE = ROOT / "tests" / ".artifacts" / "coverage"
+
+# Workflows whose node run is not yet diffusers' own: (Auto blocks class, workflow) -> why. Each is an xfail that
+# must fail (strict): one that starts to pass fails the run until it is taken off this list.
+KNOWN = {}
+
+
+def cases():
+    """(family, Auto blocks class, workflow, spec, call) of every workflow a tiny module declares runnable."""
+    for family in tiny.families():
+        for auto, spec in tiny.family(family).WORKFLOWS.items():
+            for workflow, call in spec["workflows"].items():
+                if isinstance(call, dict):
+                    yield family, auto, workflow, spec, call
+
+
+def param(family, auto, workflow, spec, call):
+    marks = [pytest.mark.xfail(reason=KNOWN[(auto, workflow)], strict=True)] if (auto, workflow) in KNOWN else []
+    return pytest.param(family, auto, workflow, spec, call, id=f"{auto}-{workflow}", marks=marks)
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    return comfy_server
+
+
+@pytest.fixture(scope="module")
+def info(server):
+    return server.object_info()
+
+
+@pytest.fixture(scope="module")
+def record(server):
+    """Where each case's outcome goes: written to tests/.artifacts/coverage/<host>.json when the module ends."""
+    version = {}
+    exec((Path(server.comfy) / "comfyui_version.py").read_text(), version)  # the host's own version file
+    results = {}
+    yield results
+    COVERAGE.mkdir(parents=True, exist_ok=True)
+    import diffusers  # noqa: F401  (the host's Python: the same diffusers the server runs)
+
+    (COVERAGE / f"comfyui-{version['__version__']}.json").write_text(json.dumps(
+        {"comfyui": version["__version__"], "diffusers": diffusers.__version__, "results": results}, indent=1,
+        sort_keys=True))
+
+
+def declared_inputs(auto) -> set:
+    """The inputs diffusers' Auto blocks class `auto` declares (what its pipe() reads)."""
+    import diffusers.modular_pipelines as blocks
+
+    return {p.name for p in getattr(blocks, auto)().inputs}
+
+
+def media_nodes(server, graph, name, value, spec):
+    """A media value of a call as ComfyUI nodes over PNG files the test writes into the input folder: Load Image
+    (an image), Load Image (as Mask) on its red channel (a greyscale mask: 1 = repaint), or the frames of a
+    video as one IMAGE batch."""
+    if spec["media"] == "video":
+        names = []
+        for k, frame in enumerate(value):
+            names.append(f"tiny_{name}_{k}.png")
+            frame.save(server.base / "input" / names[-1])
+        return graph.node("MLTest_LoadFrames", names=json.dumps(names))
+    file = f"tiny_{name}.png"
+    value.save(server.base / "input" / file)
+    if spec["media"] == "mask":
+        return graph.node("LoadImageMask", image=file, channel="red")
+    return graph.node("LoadImage", image=file)
+
+
+def workflow_graph(server, info, auto, workflow, spec, call):
+    """Load Diffusers Pipeline -> `ModularWorkflow_<auto>` with the call's values on its widgets and its media on
+    its sockets -> State To Image, beside diffusers' own run of the same call and their comparison."""
+    cls = f"ModularWorkflow_{auto}"
+    assert cls in info, f"no workflow node for {auto}"
+    inputs = info[cls]["input"]
+    required, optional = inputs.get("required", {}), inputs.get("optional", {})
+    g = Graph()
+    pipeline = g.node("ModularDiffusersLoader", folder=spec["folder"], dtype="float32")
+    values = {"workflow": workflow, "generator": SEED}
+    if "output_type" in required:
+        values["output_type"] = "pt"
+    made = tiny.with_media(call)
+    for name, value in call.items():
+        if isinstance(value, dict) and "media" in value:
+            assert name in optional, f"{cls} has no socket for the media input {name!r}"
+            values[name] = media_nodes(server, g, name, made[name], value)
+        elif name in required:
+            json_widget = "(JSON" in str(required[name][1].get("placeholder", ""))
+            values[name] = json.dumps(value) if json_widget else value
+        else:  # pipe() takes it too, and no block reads it (Flux.2 Klein base encodes "" as its negative)
+            assert name not in declared_inputs(auto), f"{cls} has no widget for the call's {name!r}"
+    for name, entry in required.items():  # every other widget at its default (an API prompt holds them all)
+        if name not in values:
+            opts = entry[1] if len(entry) > 1 else {}
+            values[name] = opts.get("default", entry[0][0] if isinstance(entry[0], list) else None)
+    node = g.node(cls, pipeline=pipeline, **values)
+    reference = dict(folder=spec["folder"], call=json.dumps(call), output=spec["output"], seed=SEED)
+    if spec["output"] in AUDIO:  # State To Audio -> Save Audio, as a user hears it
+        audio = g.node("ModularStateToAudio", state=node, key=spec["output"], pipeline=pipeline)
+        g.node("SaveAudio", audio=audio, filename_prefix=f"audio/{auto}")
+        compared = g.node("MLTest_AudioDiff", a=audio, b=g.node("MLTest_DiffusersCallAudio", **reference))
+    else:
+        image = g.node("ModularStateToImage", state=node, key=spec["output"])
+        compared = g.node("MLTest_ImageDiff", a=image, b=g.node("MLTest_DiffusersCall", **reference))
+    return g, g.node("PreviewAny", source=compared)
+
+
+@pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])
+def test_every_workflow_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec, call):
+    graph, diff = workflow_graph(server, info, auto, workflow, spec, call)
+    run = server.run(graph, timeout=600)
+    entry = record[f"{auto}/{workflow}"] = {"family": family}
+    if run.status != "success":
+        entry.update(outcome="fails", why=f"{run.error.get('exception_type')}: {run.error.get('exception_message')}"[:300])
+        pytest.fail(f"{auto} {workflow}: {run.error.get('exception_message')}")
+    result = json.loads(run.text(diff))
+    entry.update(outcome="equal" if result["max_abs_diff"] is not None and result["max_abs_diff"] <= TOL else "differs",
+                 max_abs_diff=result["max_abs_diff"], shape=result["shape"], shape_diffusers=result["shape_b"])
+    assert result["finite"] and result["shape"] == result["shape_b"], result
+    assert result["max_abs_diff"] <= TOL, result
+    assert result.get("rate") == result.get("rate_b"), result  # a waveform's rate is the one diffusers says
