@@ -131,20 +131,38 @@ def workflow_graph(server, info, auto, workflow, spec, call):
     else:
         image = g.node("ModularStateToImage", state=node, key=spec["output"])
         compared = g.node("MLTest_ImageDiff", a=image, b=g.node("MLTest_DiffusersCall", **reference))
-    return g, g.node("PreviewAny", source=compared)
+    diffs = [g.node("PreviewAny", source=compared)]
+    sound = sound_of(auto, workflow, made)
+    if sound and spec["output"] not in AUDIO:  # a video with sound (LTX-2, Cosmos *_with_sound, MiniMax-H3, Echo)
+        audio = g.node("ModularStateToAudio", state=node, key=sound, pipeline=pipeline)
+        heard = g.node("MLTest_DiffusersCallAudio", **{**reference, "output": sound})
+        diffs.append(g.node("PreviewAny", source=g.node("MLTest_AudioDiff", a=audio, b=heard)))
+    return g, diffs
+
+
+def sound_of(auto, workflow, given) -> str | None:
+    """The waveform a workflow's chain writes besides its images or video (`audio`, `sound`), else None."""
+    import diffusers.modular_pipelines as blocks
+
+    from modular.core import compat
+
+    chain = compat.workflow_chain(getattr(blocks, auto)(), workflow, given)
+    return next((o.name for o in chain.intermediate_outputs if o.name in AUDIO), None)
 
 
 @pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])
 def test_every_workflow_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec, call):
-    graph, diff = workflow_graph(server, info, auto, workflow, spec, call)
+    graph, diffs = workflow_graph(server, info, auto, workflow, spec, call)
     run = server.run(graph, timeout=600)
     entry = record[f"{auto}/{workflow}"] = {"family": family}
     if run.status != "success":
         entry.update(outcome="fails", why=f"{run.error.get('exception_type')}: {run.error.get('exception_message')}"[:300])
         pytest.fail(f"{auto} {workflow}: {run.error.get('exception_message')}")
-    result = json.loads(run.text(diff))
-    entry.update(outcome="equal" if result["max_abs_diff"] is not None and result["max_abs_diff"] <= TOL else "differs",
-                 max_abs_diff=result["max_abs_diff"], shape=result["shape"], shape_diffusers=result["shape_b"])
-    assert result["finite"] and result["shape"] == result["shape_b"], result
-    assert result["max_abs_diff"] <= TOL, result
-    assert result.get("rate") == result.get("rate_b"), result  # a waveform's rate is the one diffusers says
+    results = [json.loads(run.text(diff)) for diff in diffs]
+    worst = max((r["max_abs_diff"] for r in results), key=lambda d: float("inf") if d is None else d)
+    entry.update(outcome="equal" if worst is not None and worst <= TOL else "differs", max_abs_diff=worst,
+                 shape=results[0]["shape"], shape_diffusers=results[0]["shape_b"], with_audio=len(results) > 1)
+    for result in results:  # the images / frames / waveform, and a video's sound
+        assert result["finite"] and result["shape"] == result["shape_b"], result
+        assert result["max_abs_diff"] <= TOL, result
+        assert result.get("rate") == result.get("rate_b"), result  # a waveform's rate is the one diffusers says
