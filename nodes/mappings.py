@@ -1,5 +1,6 @@
 """The node mappings ComfyUI loads: blocks discovered through the core (the pack's, the blocks folders'),
-each turned into generated nodes, plus the state nodes; and GET /modular_loops/blocks."""
+each turned into generated nodes, plus the state nodes; GET /modular_loops/blocks, and GET /modular_loops/expand (the
+chain of step and loop nodes a workflow node expands into)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,17 @@ def add_routes(info):
     @PromptServer.instance.routes.get("/modular_loops/blocks")
     async def installed_blocks(request):
         return web.json_response(info)
+
+    @PromptServer.instance.routes.get("/modular_loops/expand")
+    async def expanded_workflow(request):
+        """?node=ModularWorkflow_<Class>&workflow=<name>&given=a,b: the chain of nodes it expands into."""
+        q = request.rel_url.query
+        given = [n for n in q.get("given", "").split(",") if n]
+        try:
+            nodes = pipelines.expand_workflow(NODE_CLASS_MAPPINGS, q.get("node", ""), q.get("workflow", ""), given)
+        except Exception as e:  # an unknown node or workflow: said, not a server error
+            return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=400)
+        return web.json_response({"nodes": nodes})
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, INSTALLED = build_mappings()

@@ -18,7 +18,7 @@ from ..modular.core.params import ParamSpec
 from ..modular.pipelines.latents import from_host_latent, to_host_latent
 from ..modular.pipelines.load import INDEX_FILES, load_pipeline
 from ..modular.pipelines.media import AUDIO_NAMES, audio_rate, host_audio
-from ..modular.pipelines.run import RunComponents, check_guidance, run_step, run_workflow
+from ..modular.pipelines.run import RunComponents, chain_block, check_guidance, configured, run_step, run_workflow
 from ..modular.pipelines.scan import scan_guiders
 from . import widgets
 from .factory import CATEGORY as PACK_CATEGORY, BlockNode, DeclaredNode, LoopNode, make_node, node_id
@@ -534,7 +534,11 @@ class PipelineStepNode(PipelineNode):
     def INPUT_TYPES(cls):
         required, optional = cls.declared_inputs()
         own = {"state": (STATE_TYPE, {"tooltip": "The pipeline state so far (the previous step's output)."}),
-               **cls.own_sockets()}
+               **cls.own_sockets(),
+               CONFIGURED_AS: ("STRING", {"default": "", "advanced": True, "tooltip": (
+                   "<Blocks class>/<workflow>/<step name>: run this step as diffusers configured it in that "
+                   "workflow's chain (set when a workflow node is expanded into steps); empty: as its class "
+                   "declares it.")})}
         return {"required": required, "optional": {**own, **optional}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def run(self, unique_id=None, state=None, **kwargs):
@@ -542,13 +546,39 @@ class PipelineStepNode(PipelineNode):
 
         label = loop_where(self.ENTRY.name, unique_id)
         sockets = {name: kwargs.pop(name, None) for name in self.own_sockets()}
+        block = self.configured_block(kwargs.pop(CONFIGURED_AS, ""), label)
         given, _ = self.given(kwargs)
         with run_components(self.ENTRY, label, **sockets) as components:
             with host.failed_block_reported():
-                result = run_step(self.ENTRY.cls, given, state, components, unique_id)
+                result = run_step(block, given, state, components, unique_id)
         for note in result.notes:
             log.warning("[Modular Loops] %s", note)
         return (result.state,)
+
+
+    @classmethod
+    def configured_block(cls, where: str, label: str):
+        """The step's block: its class, or (`where` = "<Blocks>/<workflow>/<name>") the instance diffusers' chain for
+        that workflow holds, chosen among diffusers' own workflow classes only."""
+        if not where:
+            return cls.ENTRY.cls
+        parts = where.split("/", 2)
+        blocks = workflow_classes().get(parts[0]) if len(parts) == 3 else None
+        if blocks is None:
+            raise LoopConfigError(f"{label}: configured_as {where!r} is not <Blocks class>/<workflow>/<step name> of "
+                                  f"one of diffusers' workflow classes")
+        return chain_block(blocks.load(), parts[1], parts[2], cls.ENTRY.cls, label)
+
+
+CONFIGURED_AS = "configured_as"
+
+
+@functools.lru_cache(maxsize=None)
+def workflow_classes() -> dict:
+    """{name: ShippedClass} of diffusers' workflow classes (read from source)."""
+    from ..modular.pipelines.scan import scan_workflows
+
+    return {c.name: c for c in scan_workflows()}
 
 
 class PipelineWorkflowNode(PipelineNode):
@@ -585,6 +615,43 @@ class PipelineWorkflowNode(PipelineNode):
         for note in result.notes:
             log.warning("[Modular Loops] %s", note)
         return (result.state,)
+
+
+NODE_OF_ROLE = {"loop": "ModularLoop_", "step": "ModularStep_"}
+CHAIN_SOCKETS = ("state", "pipeline", "guider", "scheduler")  # the workflow node's own, not a call's values
+
+
+def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> list[dict]:
+    """The chain of step and loop nodes a workflow node (`node_type`, a `ModularWorkflow_<Class>`) expands into, in
+    the order diffusers' chain runs them (`get_workflow`; for "default", the chain `given` selects):
+    [{"class_type", "name" (diffusers' name in the chain), "takes": the `given` inputs this node is given,
+    "values": its own widget values (`configured_as` for a step diffusers configured)}]. A value given once on the
+    workflow node goes to the first node of the chain that has that input, as a user gives a call's value once (the
+    later nodes read it from the state). `classes`: ComfyUI's node classes."""
+    from ..modular.core import compat as shipped
+    from ..modular.pipelines.run import workflow_chain
+
+    workflow_cls = classes.get(node_type)
+    if workflow_cls is None or not issubclass(workflow_cls, PipelineWorkflowNode):
+        raise LoopConfigError(f"no workflow node {node_type!r}")
+    label = workflow_cls.ENTRY.name
+    chain = workflow_chain(workflow_cls.ENTRY.cls, workflow, label, {name: True for name in given})
+    left, nodes = [n for n in given if n not in CHAIN_SOCKETS], []
+    for name, block in shipped.chain_steps(chain):
+        role = "loop" if shipped.role_of(type(block)) == "loop" else "step"
+        cls = classes.get(NODE_OF_ROLE[role] + type(block).__name__)
+        if cls is None:
+            raise LoopConfigError(f"{label}, workflow {workflow}: no node for its step '{name}' "
+                                  f"({type(block).__name__})")
+        types = cls.INPUT_TYPES()
+        inputs = {**types.get("required", {}), **types.get("optional", {})}
+        takes = [n for n in left if n in inputs or n + widgets.LINK_SUFFIX in inputs]
+        left = [n for n in left if n not in takes]
+        node = {"class_type": NODE_OF_ROLE[role] + type(block).__name__, "name": name, "takes": takes}
+        if role == "step" and workflow != shipped.DEFAULT_WORKFLOW and configured(block):
+            node["values"] = {CONFIGURED_AS: f"{workflow_cls.ENTRY.name}/{workflow}/{name}"}
+        nodes.append(node)
+    return nodes
 
 
 def entry_nodes(entry, registry) -> dict | None:

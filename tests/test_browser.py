@@ -258,3 +258,18 @@ def test_failing_block_in_a_subgraph_is_outlined_inside_and_on_the_subgraph_node
     assert r["atRoot"]["holder"]["failed"] and r["atRoot"]["bad"]["failed"] and not r["atRoot"]["loop"]["failed"], r
     assert not r["cleared"]["failed"] and not r["cleared"]["holder"]["failed"] and not r["cleared"]["bad"]["failed"], r
     assert r["cleared"]["elements"] == 0, r
+
+
+def test_a_workflow_node_expands_in_place_into_steps_that_give_the_same_picture(page_results):
+    # "Expand into steps" (the extension's expandWorkflow): SDXL text2image's workflow node becomes diffusers' chain
+    # of step and loop nodes, the prompt on the text encoder only, the State To Image fed by the decoder; queued
+    # again it gives diffusers' own pipe() picture, as the one node did.
+    r = page_results["expand_workflow"]
+    assert r["ok"], r.get("error")
+    assert r["one"]["max_abs_diff"] == 0 and r["one"]["shape"] == [1, 32, 32, 3], r["one"]
+    types = [n["type"] for n in r["chain"]]
+    assert types[0] == "ModularStep_StableDiffusionXLTextEncoderStep" and types[-1] == "ModularStep_StableDiffusionXLDecodeStep"
+    assert "ModularLoop_StableDiffusionXLDenoiseStep" in types and len(types) == 7, types
+    assert r["chain"][0]["prompt"] == "a cat", r["chain"]
+    assert not r["after"]["workflowNodeLeft"] and r["after"]["imageFedBy"] == r["chain"][-1]["id"], r["after"]
+    assert r["expanded"]["max_abs_diff"] == 0, (r["expanded"], r["api"])

@@ -96,16 +96,33 @@ def media_nodes(server, graph, name, value, spec):
     return graph.node("LoadImage", image=file)
 
 
-def workflow_graph(server, info, auto, workflow, spec, call):
+def fill(info, cls, values) -> dict:
+    """A node's inputs: `values` (a JSON widget's as JSON text), every other required widget at its default (an API
+    prompt holds them all)."""
+    required = info[cls]["input"].get("required", {})
+    inputs = {}
+    for name, value in values.items():
+        json_widget = name in required and "(JSON" in str(required[name][1].get("placeholder", ""))
+        inputs[name] = json.dumps(value) if json_widget else value
+    for name, entry in required.items():
+        if name not in inputs:
+            opts = entry[1] if len(entry) > 1 else {}
+            inputs[name] = opts.get("default", entry[0][0] if isinstance(entry[0], list) else None)
+    return inputs
+
+
+def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
     """Load Diffusers Pipeline -> `ModularWorkflow_<auto>` with the call's values on its widgets and its media on
-    its sockets -> State To Image, beside diffusers' own run of the same call and their comparison."""
+    its sockets (or, `expanded`, the chain of step and loop nodes it expands into, GET /modular_loops/expand, each
+    value on the node it names) -> State To Image / Audio, beside diffusers' own run of the same call and their
+    comparison."""
     cls = f"ModularWorkflow_{auto}"
     assert cls in info, f"no workflow node for {auto}"
     inputs = info[cls]["input"]
     required, optional = inputs.get("required", {}), inputs.get("optional", {})
     g = Graph()
     pipeline = g.node("ModularDiffusersLoader", folder=spec["folder"], dtype="float32")
-    values = {"workflow": workflow, "generator": SEED}
+    values = {"generator": SEED}
     if "output_type" in required:
         values["output_type"] = "pt"
     made = tiny.with_media(call)
@@ -114,15 +131,23 @@ def workflow_graph(server, info, auto, workflow, spec, call):
             assert name in optional, f"{cls} has no socket for the media input {name!r}"
             values[name] = media_nodes(server, g, name, made[name], value)
         elif name in required:
-            json_widget = "(JSON" in str(required[name][1].get("placeholder", ""))
-            values[name] = json.dumps(value) if json_widget else value
+            values[name] = value
         else:  # pipe() takes it too, and no block reads it (Flux.2 Klein base encodes "" as its negative)
             assert name not in declared_inputs(auto), f"{cls} has no widget for the call's {name!r}"
-    for name, entry in required.items():  # every other widget at its default (an API prompt holds them all)
-        if name not in values:
-            opts = entry[1] if len(entry) > 1 else {}
-            values[name] = opts.get("default", entry[0][0] if isinstance(entry[0], list) else None)
-    node = g.node(cls, pipeline=pipeline, **values)
+    if not expanded:
+        node = g.node(cls, pipeline=pipeline, **fill(info, cls, {"workflow": workflow, **values}))
+    else:
+        chain = server.get(f"/modular_loops/expand?node={cls}&workflow={workflow}&given={','.join(values)}")["nodes"]
+        taken = [n for item in chain for n in item["takes"]]
+        missing = sorted(set(values) - set(taken))
+        assert not missing and len(taken) == len(values), f"no node of the chain takes {missing}: {chain}"
+        node = None
+        for item in chain:
+            sockets = info[item["class_type"]]["input"].get("optional", {})
+            links = {k: pipeline for k in ("pipeline",) if k in sockets}
+            own = {**item.get("values", {}), **{n: values[n] for n in item["takes"]}}
+            node = g.node(item["class_type"], **fill(info, item["class_type"], own),
+                          **links, **({"state": node} if node is not None else {}))
     reference = dict(folder=spec["folder"], call=json.dumps(call), output=spec["output"], seed=SEED)
     if spec["output"] in AUDIO:  # State To Audio -> Save Audio, as a user hears it
         audio = g.node("ModularStateToAudio", state=node, key=spec["output"], pipeline=pipeline)
@@ -150,6 +175,15 @@ def sound_of(auto, workflow, given) -> str | None:
     return next((o.name for o in chain.intermediate_outputs if o.name in AUDIO), None)
 
 
+def compared(run, diffs) -> list[dict]:
+    results = [json.loads(run.text(diff)) for diff in diffs]
+    for result in results:  # the images / frames / waveform, and a video's sound
+        assert result["finite"] and result["shape"] == result["shape_b"], result
+        assert result["max_abs_diff"] <= TOL, result
+        assert result.get("rate") == result.get("rate_b"), result  # a waveform's rate is the one diffusers says
+    return results
+
+
 @pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])
 def test_every_workflow_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec, call):
     graph, diffs = workflow_graph(server, info, auto, workflow, spec, call)
@@ -162,7 +196,25 @@ def test_every_workflow_equals_diffusers_own_call(server, info, record, family, 
     worst = max((r["max_abs_diff"] for r in results), key=lambda d: float("inf") if d is None else d)
     entry.update(outcome="equal" if worst is not None and worst <= TOL else "differs", max_abs_diff=worst,
                  shape=results[0]["shape"], shape_diffusers=results[0]["shape_b"], with_audio=len(results) > 1)
-    for result in results:  # the images / frames / waveform, and a video's sound
-        assert result["finite"] and result["shape"] == result["shape_b"], result
-        assert result["max_abs_diff"] <= TOL, result
-        assert result.get("rate") == result.get("rate_b"), result  # a waveform's rate is the one diffusers says
+    compared(run, diffs)
+
+
+def first_cases():
+    """The first runnable workflow of each family's blocks."""
+    seen = set()
+    for case in cases():
+        if case[1] not in seen:
+            seen.add(case[1])
+            yield case
+
+
+@pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in first_cases()])
+def test_the_expanded_chain_of_nodes_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec,
+                                                               call):
+    # What the page's "Expand into steps" lays out (GET /modular_loops/expand: diffusers' chain for the workflow as
+    # step and loop nodes, each value of the call on the first node that has it) runs as pipe() does.
+    graph, diffs = workflow_graph(server, info, auto, workflow, spec, call, expanded=True)
+    run = server.run(graph, timeout=600)
+    assert run.status == "success", run.error
+    compared(run, diffs)
+    record.setdefault(f"{auto}/{workflow}", {"family": family})["chain"] = "equal"

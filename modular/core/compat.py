@@ -55,11 +55,12 @@ def compose(wrapper_cls, blocks: dict):
 
 
 def default_blocks(wrapper_cls) -> dict:
-    """{name: block class} of a loop's own composition (`block_names` / `block_classes`, as diffusers' shipped
-    `...DenoiseStep` loops declare it); {} for a wrapper that has none."""
+    """{name: block} of a loop's own composition (`block_names` / `block_classes`, as diffusers' shipped
+    `...DenoiseStep` loops declare it): a class, or the instance diffusers configured there (Wan's loop denoiser
+    with its `guider_input_fields`); {} for a wrapper that has none."""
     names = getattr(wrapper_cls, "block_names", None) or []
     classes = getattr(wrapper_cls, "block_classes", None) or []
-    return {name: cls if inspect.isclass(cls) else type(cls) for name, cls in zip(names, classes)}
+    return dict(zip(names, classes))
 
 
 def seeded_inputs(wrapper) -> list:

@@ -88,6 +88,7 @@ MIN_SIZE = 16
 COUNTS = {"num_images_per_prompt": 4096, "num_videos_per_prompt": 4096, "batch_size": 4096,
           "num_inference_steps": 10000, "num_frames": 10000}
 UNSET = "unset"  # options key: the widget value that means "not given"
+CALL_KINDS = ("int", "float", "bool", "str", "seed")  # a value of a pipeline call a user types in a widget
 
 
 def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpec]:
@@ -250,15 +251,16 @@ def parse_json_widget(text: str):
     return json.loads(text)
 
 
-def check_value(spec: ParamSpec, value) -> str | None:
-    """None if `value` fits the declared type_hint, else a short reason. Unknown hints pass."""
+def check_value(spec, value) -> str | None:
+    """None if `value` fits the declared type_hint (of a ParamSpec or an InputParam), else a short reason. Unknown
+    hints pass."""
     if value is None:
         return None
     hint = _unwrap_optional(spec.type_hint)
     if hint is None or hint is Any:
         return None
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | Y`: what any of them takes
-        reasons = [check_value(ParamSpec(spec.name, spec.kind, arm), value) for arm in typing.get_args(hint)]
+        reasons = [check_value(ParamSpec(spec.name, "object", arm), value) for arm in typing.get_args(hint)]
         if any(reason is None for reason in reasons):
             return None
         return f"expected {_type_name(hint)}, got {type(value).__name__} {_preview(value)}"

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import compat
-from .params import ParamSpec, component_specs, input_specs
+from .params import CALL_KINDS, ParamSpec, component_specs, input_specs
 
 PACK_BLOCKS_DIR = Path(__file__).parent.parent / "blocks"
 PACK_BLOCKS_PACKAGE = __package__.rsplit(".", 1)[0] + ".blocks"
@@ -70,9 +70,22 @@ class BlockEntry:
     @cached_property
     def _input_specs(self) -> list[ParamSpec]:
         params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
-        if self.templated:
-            return input_specs(params, templates=compat.ui_templates(), typed_by_default=True)
-        return input_specs(params)
+        if not self.templated:
+            return input_specs(params)
+        specs = input_specs(params, templates=compat.ui_templates(), typed_by_default=True)
+        if self.role == "loop" and self.default_blocks:
+            # the call's values its own blocks read (Helios' generator, a pyramid's steps): widgets, tucked away,
+            # for a chain whose earlier steps do not declare them
+            own, inner = {p.name for p in params}, {}
+            for p in self.prototype.inputs:
+                if p.name and p.name not in own:
+                    inner.setdefault(p.name, p)  # the first block's declaration (a later one may repeat it)
+            inner = list(inner.values())
+            for spec in input_specs(inner, templates=compat.ui_templates(), typed_by_default=True):
+                if spec.kind in CALL_KINDS or (spec.kind == "json" and spec.default is not None):
+                    spec.options["advanced"] = True
+                    specs.append(spec)
+        return specs
 
     def input_specs(self) -> list[ParamSpec]:
         """The specs of its own declared inputs (`loop_inputs` of a wrapper), read once."""

@@ -34,6 +34,11 @@ class BlockConfig:
     def where(self, name: str) -> str:
         return block_where(name, self.cls.__name__, self.node)
 
+    @classmethod
+    def of(cls, block) -> "BlockConfig":
+        """A block as a loop or chain declares it: a class, or an instance diffusers configured."""
+        return cls(block) if isinstance(block, type) else cls(type(block), instance=block)
+
 
 @dataclass
 class StepHooks:
@@ -106,7 +111,7 @@ def run_loop(
     to `step_done` count from it."""
     label = label or wrapper_cls.__name__
     hooks = hooks or StepHooks()
-    blocks = list(blocks) or [(name, BlockConfig(cls)) for name, cls in compat.default_blocks(wrapper_cls).items()]
+    blocks = list(blocks) or [(name, BlockConfig.of(b)) for name, b in compat.default_blocks(wrapper_cls).items()]
     require_blocks(blocks, label)
 
     wrapper = compat.compose(wrapper_cls, {name: cfg.cls if cfg.instance is None else cfg.instance

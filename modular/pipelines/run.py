@@ -122,6 +122,29 @@ def workflow_chain(blocks_cls, workflow: str, label: str, values: dict | None = 
     return compat.workflow_chain(blocks, workflow, values)
 
 
+def configured(block) -> bool:
+    """Whether diffusers configured a chain's block (its attributes differ from a fresh instance's: Flux Kontext's
+    VAE encoder samples by argmax, Flux 3 distilled's set-timesteps step has its own steps, Qwen-Image's inputs
+    step its extra batch inputs)."""
+    try:
+        fresh = vars(type(block)())
+    except Exception:
+        return True
+    return any(k != "sub_blocks" and repr(fresh.get(k, fresh)) != repr(v) for k, v in vars(block).items())
+
+
+def chain_block(blocks_cls, workflow: str, name: str, block_cls, label: str):
+    """The block at `name` of diffusers' chain for a named `workflow` of `blocks_cls`, as diffusers configured it
+    (it must be a `block_cls`): what a step node expanded from a workflow node runs."""
+    chain = workflow_chain(blocks_cls, workflow, label)
+    block = dict(compat.chain_steps(chain)).get(name)
+    if type(block) is not block_cls:
+        raise LoopConfigError(f"{label}: {blocks_cls.__name__}'s workflow {workflow!r} has no {block_cls.__name__} "
+                              f"named {name!r} (a diffusers release that changed it?): clear 'configured_as' to run "
+                              f"the step as its class declares it")
+    return block
+
+
 def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components=None, node=None, hooks=None,
                  device=None, label=None) -> StepResult:
     """Run a named workflow of a family's Auto blocks as `pipe(**values)` does: the call's values set once in the
@@ -142,7 +165,7 @@ def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components
         if compat.role_of(type(block)) == "loop":
             if hasattr(components, "guider_for"):
                 check_guidance(components.guider_for(state), state, where)
-            result = run_loop(type(block), [(k, BlockConfig(type(b), instance=b)) for k, b in compat.chain_steps(block)],
+            result = run_loop(type(block), [(k, BlockConfig.of(b)) for k, b in compat.chain_steps(block)],
                               state=state, components=components, hooks=hooks, device=device, label=where)
         else:
             result = run_step(block, {}, state, components, node, label=where)

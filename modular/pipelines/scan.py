@@ -56,6 +56,7 @@ class ClassStatement:
     block_classes: bool  # assigns `block_classes` in its body
     workflow_map: dict | None = None  # its `_workflow_map` literal (a family's Auto blocks), else None
     default_blocks: str | None = None  # its `default_blocks_name` literal (a family's pipeline class), else None
+    composes: tuple = ()  # the names its `block_classes` list holds (classes, or configured instances)
 
 
 def _base_name(node) -> str | None:
@@ -79,8 +80,21 @@ def class_statements(path: Path) -> dict[str, ClassStatement]:
         blocks = any(isinstance(t, ast.Name) and t.id == "block_classes" for t in assigned)
         bases = tuple(n for n in map(_base_name, node.bases) if n)
         found[node.name] = ClassStatement(bases, calls, blocks, _literal_assignment(node, "_workflow_map"),
-                                          _literal_assignment(node, "default_blocks_name"))
+                                          _literal_assignment(node, "default_blocks_name"), _composed(node))
     return found
+
+
+def _composed(node: ast.ClassDef) -> tuple:
+    """The class names a `block_classes = [A, B(...), ...]` of a class body names."""
+    names = []
+    for statement in node.body:
+        if isinstance(statement, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "block_classes"
+                                                     for t in statement.targets):
+            for item in getattr(statement.value, "elts", []):
+                item = item.func if isinstance(item, ast.Call) else item
+                if isinstance(item, (ast.Name, ast.Attribute)):
+                    names.append(_base_name(item))
+    return tuple(names)
 
 
 def _literal_assignment(node: ast.ClassDef, name: str):
@@ -94,15 +108,12 @@ def _literal_assignment(node: ast.ClassDef, name: str):
     return None
 
 
-def scan_module(path: Path, family: str) -> list[ShippedClass]:
-    """The loop wrappers and leaf blocks a module defines, read from its source (class statements, their bases
-    within the module, whether they define `__call__` or set `block_classes`)."""
-    classes = class_statements(path)
+def _kinds(classes: dict[str, ClassStatement]) -> dict[str, tuple]:
+    """{name: (root base: LOOP_BASE / LEAF_BASE / a composite / None, has a __call__ of its own or of a base in the
+    module, has block_classes)} of a module's class statements (bases resolved within the module)."""
     memo: dict[str, tuple[str | None, bool, bool]] = {}
 
     def kind(name: str, seen=()):
-        """-> (root base: LOOP_BASE / LEAF_BASE / a composite / None, has a __call__ of its own or of a base in
-        the module, has block_classes)."""
         if name in memo:
             return memo[name]
         if name not in classes or name in seen:
@@ -118,14 +129,33 @@ def scan_module(path: Path, family: str) -> list[ShippedClass]:
         memo[name] = (root, call, blocks)
         return memo[name]
 
-    stage = path.stem
+    return {name: kind(name) for name in classes}
+
+
+def loop_compositions(path: Path) -> set[str]:
+    """The block names the loop wrappers of a module compose: their `block_classes` lists, and the module-level
+    values those may read (Echo's `block_classes = EchoDenoiseLoopBlocks.values()`)."""
+    classes = class_statements(path)
+    names = {n for name, (root, _, _) in _kinds(classes).items() if root == LOOP_BASE for n in classes[name].composes}
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign):
+            names |= {n.id for n in ast.walk(statement.value) if isinstance(n, ast.Name)}
+    return names
+
+
+def scan_module(path: Path, family: str, composed: frozenset | None = None) -> list[ShippedClass]:
+    """The loop wrappers and leaf blocks a module defines, read from its source (class statements, their bases
+    within the module, whether they define `__call__` or set `block_classes`). A leaf block of a `denoise` module
+    is a loop block, unless `composed` (the names the family's loop wrappers compose) is given and lacks it: then
+    it is a step that runs on a state (Ideogram 4's after-denoise step, Echo's unpack-latents step)."""
     found = []
-    for name in classes:
-        root, call, blocks = kind(name)
+    for name, (root, call, blocks) in _kinds(class_statements(path)).items():
         if root == LOOP_BASE and call:
-            found.append(ShippedClass(family, stage, name, "loop", blocks))
+            found.append(ShippedClass(family, path.stem, name, "loop", blocks))
         elif root == LEAF_BASE and call:
-            found.append(ShippedClass(family, stage, name, "block" if stage == "denoise" else "step", False))
+            in_loop = path.stem == "denoise" and (composed is None or name in composed)
+            found.append(ShippedClass(family, path.stem, name, "block" if in_loop else "step", False))
     return found
 
 
@@ -136,10 +166,11 @@ def scan(root: Path | None = None) -> list[ShippedClass]:
         return []
     found = []
     for family in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        for path in sorted(family.glob("*.py")):
-            if path.stem in NOT_BLOCKS or path.stem.startswith("modular_blocks"):
-                continue
-            found.extend(scan_module(path, family.name))
+        paths = [p for p in sorted(family.glob("*.py"))
+                 if p.stem not in NOT_BLOCKS and not p.stem.startswith("modular_blocks")]
+        composed = frozenset(n for path in paths for n in loop_compositions(path))
+        for path in paths:
+            found.extend(scan_module(path, family.name, composed))
     return found
 
 

@@ -528,6 +528,60 @@ await scenario("missing_diffusers_node", async () => {
   return { recorded, warned, toast };
 });
 
+await scenario("expand_workflow", async () => {
+  // SDXL's workflow node on the tiny folder, its picture compared with diffusers' own pipe() (testkit); then
+  // "Expand into steps" and queue again: the chain of step and loop nodes gives the same picture.
+  const call = { prompt: "a cat", num_inference_steps: 2, height: 32, width: 32 };
+  const ids = await page.evaluate(async (call) => {
+    const { ml } = window;
+    ml.clear();
+    const pipe = ml.add("ModularDiffusersLoader", [20, 60], { folder: "tiny-sdxl", dtype: "float32" });
+    const flow = ml.add("ModularWorkflow_StableDiffusionXLAutoBlocks", [320, 60],
+      { workflow: "text2image", ...call, generator: 0, output_type: "pt" });
+    const image = ml.add("ModularStateToImage", [700, 60]);
+    const ref = ml.add("MLTest_DiffusersCall", [700, 260], { folder: "tiny-sdxl", call: JSON.stringify(call), output: "images", seed: 0 });
+    const control = ml.node(ref).widgets.find((w) => w.name === "control_after_generate"); // a "seed" widget's
+    if (control) control.value = "fixed";
+    const diff = ml.add("MLTest_ImageDiff", [1000, 60]);
+    const show = ml.add("PreviewAny", [1000, 260]);
+    ml.connect(pipe, flow, "pipeline");
+    ml.connect(flow, image, "state");
+    ml.connect(image, diff, "a");
+    ml.connect(ref, diff, "b");
+    ml.connect(diff, show, "source");
+    await ml.settle();
+    return { flow, image, show };
+  }, call);
+  const diffOf = async () => {
+    await page.evaluate((id) => { for (const w of window.ml.node(id).widgets ?? []) w.value = ""; }, ids.show);
+    await page.evaluate(() => window.app.queuePrompt(0));
+    await page.waitForFunction((id) => window.ml.previewTexts(id).some((t) => t.includes("max_abs_diff")), ids.show, { timeout: 120000 });
+    return JSON.parse(await page.evaluate((id) => window.ml.previewTexts(id).find((t) => t.includes("max_abs_diff")), ids.show));
+  };
+  const one = await diffOf();
+  const chain = await page.evaluate(async (id) => {
+    const made = await window.ml.ext().expandWorkflow(window.ml.node(id));
+    await window.ml.settle();
+    return made.map((n) => ({ type: n.type, id: n.id, prompt: n.widgets?.find((w) => w.name === "prompt")?.value ?? null }));
+  }, ids.flow);
+  const after = await page.evaluate((ids) => ({
+    workflowNodeLeft: !!window.ml.node(ids.flow),
+    imageFedBy: window.ml.node(ids.image).getInputLink(0)?.origin_id ?? null,
+  }), ids);
+  await page.evaluate(() => {  // the whole chain in view, the earlier scenarios' messages closed
+    document.querySelectorAll(".p-toast-close-button, .p-toast-icon-close").forEach((b) => b.click());
+    const ds = window.app.canvas.ds;
+    ds.scale = 0.42;
+    ds.offset = [20, 120];
+    window.app.canvas.setDirty(true, true);
+  });
+  await page.waitForTimeout(400);
+  await page.screenshot({ path: path.join(outDir, "expanded_workflow.png") });
+  const expanded = await diffOf();
+  const api = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+  return { one, expanded, chain, after, api };
+});
+
 await scenario("final_console", async () => {
   const ours = consoleLines.filter((l) => ["error", "pageerror"].includes(l.type)
     && /modular_loops|ModularLoop|ModularBlock|Modular Loops/i.test(l.text));

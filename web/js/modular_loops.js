@@ -6,6 +6,7 @@
 //   red (drawn on the canvas, or on the node's element in Nodes 2.0). Inside a subgraph both marks go on
 //   the node and on the subgraph node(s) holding it.
 // - Save State shows the name of the file it wrote.
+// - A workflow node ("<Class> (workflows)") expands in place into diffusers' chain of step and loop nodes.
 // - A workflow naming a loop, block or diffusers step that is not installed gets a message saying which,
 //   and where it came from (for diffusers' own classes: the diffusers release it was saved with).
 // Served at /extensions/<pack folder>/js/, three levels below the app root.
@@ -278,8 +279,102 @@ function showSaved(node, text) {
 
 // --- the extension --------------------------------------------------------------------------------
 
+// --- a workflow node expanded into its chain of steps ---------------------------------------------
+
+const WORKFLOW_PREFIX = "ModularWorkflow_"; // a family's Auto blocks: one node running a named workflow
+const CHAIN_SOCKETS = ["state", "pipeline", "guider", "scheduler"]; // the workflow node's own, not a call's values
+const isWorkflow = (type) => type?.startsWith(WORKFLOW_PREFIX);
+
+function setWidget(node, name, value) {
+  const widget = node.widgets?.find((w) => w.name === name);
+  if (!widget) return false;
+  widget.value = value;
+  widget.callback?.(value);
+  return true;
+}
+
+/** What a workflow node gives: widgets away from their default (a call's value given once) and connected sockets. */
+function givenOn(node) {
+  const spec = node.constructor.__mlInputs ?? {};
+  const given = {};
+  const sockets = {};
+  for (const widget of node.widgets ?? []) {
+    if (widget.name === "workflow" || !(widget.name in spec)) continue;
+    const declared = spec[widget.name]?.[1]?.default;
+    if (widget.value !== declared && !(declared === undefined && widget.value === "")) given[widget.name] = { value: widget.value };
+  }
+  for (const [slot, input] of (node.inputs ?? []).entries()) {
+    const link = node.isInputConnected(slot) ? node.getInputLink(slot) : null;
+    if (!link) continue;
+    const source = { id: link.origin_id, slot: link.origin_slot };
+    if (CHAIN_SOCKETS.includes(input.name)) sockets[input.name] = source;
+    else given[input.name.replace(/_link$/, "")] = { link: source, input: input.name };
+  }
+  return { given, sockets };
+}
+
+/** Replace a workflow node by the chain of step and loop nodes diffusers runs for its workflow (GET
+ *  /modular_loops/expand): each value given on it goes to the first node of the chain that has that input, its
+ *  pipeline / guider / scheduler to every node that takes one, its state to the first, its output's links to the
+ *  last. One undo step. -> the new nodes. */
+export async function expandWorkflow(node) {
+  const graph = node.graph;
+  const workflow = node.widgets?.find((w) => w.name === "workflow")?.value;
+  const { given, sockets } = givenOn(node);
+  const query = new URLSearchParams({ node: node.type, workflow, given: Object.keys(given).join(",") });
+  const res = await api.fetchApi(`/modular_loops/expand?${query}`);
+  const answer = await res.json();
+  if (!res.ok) {
+    const detail = `${node.title}: ${answer.error ?? res.statusText}`;
+    app.extensionManager?.toast?.add({ severity: "error", summary: "Modular Loops: cannot expand", detail, life: 10000 });
+    return [];
+  }
+  const targets = []; // (node, input slot) fed by the workflow node's output
+  for (const other of graph.nodes ?? graph._nodes ?? []) {
+    for (const [slot] of (other.inputs ?? []).entries()) {
+      const link = other.isInputConnected(slot) ? other.getInputLink(slot) : null;
+      if (link && link.origin_id === node.id) targets.push([other, slot]);
+    }
+  }
+  const connect = (source, target, name) => {
+    const slot = target.findInputSlot(name);
+    if (slot >= 0) graph.getNodeById(source.id)?.connect(source.slot, target, slot);
+    return slot >= 0;
+  };
+  graph.beforeChange?.();
+  const made = [];
+  try {
+    let [x, y] = node.pos;
+    for (const item of answer.nodes) {
+      const step = LiteGraph.createNode(item.class_type);
+      step.pos = [x, y];
+      graph.add(step);
+      x += step.size[0] + 40;
+      for (const [name, value] of Object.entries(item.values ?? {})) setWidget(step, name, value);
+      for (const name of item.takes) {
+        const g = given[name];
+        if (g.link) connect(g.link, step, step.findInputSlot(g.input) >= 0 ? g.input : name);
+        else setWidget(step, name, g.value);
+      }
+      for (const [name, source] of Object.entries(sockets)) {
+        if (name !== "state" || !made.length) connect(source, step, name);
+      }
+      if (made.length) made.at(-1).connect(0, step, step.findInputSlot("state"));
+      made.push(step);
+    }
+    const last = made.at(-1);
+    for (const [other, slot] of targets) last.connect(0, other, slot);
+    graph.remove(node);
+  } finally {
+    graph.afterChange?.();
+  }
+  graph.setDirtyCanvas?.(true, true);
+  return made;
+}
+
 app.registerExtension({
   name: "ModularLoops",
+  expandWorkflow, // read by the browser tests, and handy in the console
   // read by the browser tests, and handy in the console
   failedBlock: () => failedBlock,
   step: (executionId) => stepOf.get(String(executionId)),
@@ -296,6 +391,16 @@ app.registerExtension({
       return;
     }
     if (isStep(nodeData.name)) recordOrigin(nodeType, nodeData.name);
+    if (isWorkflow(nodeData.name)) {
+      nodeType.__mlInputs = { ...(nodeData.input?.required ?? {}), ...(nodeData.input?.optional ?? {}) };
+      const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
+      nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+        const r = getExtraMenuOptions?.apply(this, arguments);
+        options.push({ content: "Expand into steps", callback: () => expandWorkflow(this) });
+        return r;
+      };
+      return;
+    }
     if (!isOurs(nodeData.name)) return;
     const loop = isLoop(nodeData.name);
     const style = loop ? LOOP_COLOR : BLOCK_COLOR;
