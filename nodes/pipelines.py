@@ -18,7 +18,8 @@ from ..modular.core.params import ParamSpec
 from ..modular.pipelines.latents import from_host_latent, to_host_latent
 from ..modular.pipelines.load import INDEX_FILES, load_pipeline
 from ..modular.pipelines.media import AUDIO_NAMES, audio_rate, host_audio
-from ..modular.pipelines.run import RunComponents, chain_block, check_guidance, configured, run_step, run_workflow
+from ..modular.pipelines.run import (RunComponents, chain_block, check_guidance, check_timesteps, configured, run_step,
+                                     run_workflow)
 from ..modular.pipelines.scan import scan_guiders
 from . import widgets
 from .factory import CATEGORY as PACK_CATEGORY, BlockNode, DeclaredNode, LoopNode, make_node, node_id
@@ -513,6 +514,8 @@ class PipelineLoopNode(PipelineNode, LoopNode):
     @contextlib.contextmanager
     def run_components(self, components, blocks, state, label, **sockets):
         with run_components(self.ENTRY, label, blocks, **sockets) as run:
+            if state is not None:
+                check_timesteps(state, label)
             if run is not None and state is not None:
                 check_guidance(run.guider_for(state), state, label)
             yield run

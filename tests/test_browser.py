@@ -272,4 +272,5 @@ def test_a_workflow_node_expands_in_place_into_steps_that_give_the_same_picture(
     assert "ModularLoop_StableDiffusionXLDenoiseStep" in types and len(types) == 7, types
     assert r["chain"][0]["prompt"] == "a cat", r["chain"]
     assert not r["after"]["workflowNodeLeft"] and r["after"]["imageFedBy"] == r["chain"][-1]["id"], r["after"]
+    assert r["after"]["imageRightOfChain"], r["after"]
     assert r["expanded"]["max_abs_diff"] == 0, (r["expanded"], r["api"])

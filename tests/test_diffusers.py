@@ -263,6 +263,17 @@ def test_a_workflow_step_that_fails_is_named_with_the_workflow(server, info):
     assert node == run.node.id and "workflow image2image, step" in msg, msg
 
 
+def test_an_image2image_that_keeps_no_step_is_named_before_the_loop(server, info):
+    # strength 0.3 over 2 steps keeps int(0.6) = 0 of them: diffusers' own run fails only at decoding (a reshape
+    # error); the workflow node names the strength and the steps before the loop.
+    run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "image2image", **{**SDXL_CALL, "num_inference_steps": 2},
+                      strength=0.3)
+    image, _ = picture(run.graph)
+    run.node.set(image=image)
+    node, msg, _ = run_error(server, run.graph)
+    assert node == run.node.id and "holds no step to run" in msg and "strength 0.3" in msg, msg
+
+
 def test_call_values_have_limits_a_shared_workflow_cannot_pass(server, info):
     # A size past ComfyUI's own limit, 0 or negative steps and batches: refused by ComfyUI's validation, before
     # anything is allocated or run.

@@ -34,12 +34,15 @@ KNOWN = {}
 
 
 def cases():
-    """(family, Auto blocks class, workflow, spec, call) of every workflow a tiny module declares runnable."""
+    """(family, Auto blocks class, workflow, spec, call) of every workflow a tiny module declares runnable (in
+    WORKFLOWS, or on another folder in MORE_WORKFLOWS)."""
     for family in tiny.families():
-        for auto, spec in tiny.family(family).WORKFLOWS.items():
-            for workflow, call in spec["workflows"].items():
-                if isinstance(call, dict):
-                    yield family, auto, workflow, spec, call
+        module = tiny.family(family)
+        for declared in (module.WORKFLOWS, getattr(module, "MORE_WORKFLOWS", {})):
+            for auto, spec in declared.items():
+                for workflow, call in spec["workflows"].items():
+                    if isinstance(call, dict):
+                        yield family, auto, workflow, spec, call
 
 
 def param(family, auto, workflow, spec, call):

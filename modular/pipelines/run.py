@@ -112,6 +112,20 @@ def check_guidance(guider, state, label: str):
             f"further on (or one that needs none, e.g. with a guidance scale of 1) was not asked")
 
 
+def check_timesteps(state, label: str):
+    """A clear error, before the loop, for a schedule with no step to run: image-to-image keeps the last
+    `strength` x `num_inference_steps` steps (diffusers' `int(...)`), so strength 0.3 over 2 steps keeps none and
+    diffusers' own run fails later, at decoding, with a reshape error."""
+    values = compat.state_values(state)
+    timesteps = values.get("timesteps")
+    if timesteps is None or not hasattr(timesteps, "__len__") or len(timesteps) > 0:
+        return
+    strength, steps = values.get("strength"), values.get("num_inference_steps")
+    why = (f" (strength {strength} x num_inference_steps {steps} < 1: image-to-image keeps int(strength x steps) of "
+           f"them); raise the strength or the steps" if strength is not None and steps is not None else "")
+    raise LoopConfigError(f"{label}: the schedule holds no step to run{why}")
+
+
 def workflow_chain(blocks_cls, workflow: str, label: str, values: dict | None = None):
     """diffusers' own chain for a named workflow of a family's Auto blocks (`get_workflow`; "default" of blocks that
     name none: the one their given `values` select): the leaf steps and the loop that `pipe(...)` runs, in order."""
@@ -163,6 +177,7 @@ def run_workflow(blocks_cls, workflow: str, values: dict, state=None, components
     for name, block in compat.chain_steps(chain):
         where = f"{label}, workflow {workflow}, step '{name}' ({type(block).__name__})"
         if compat.role_of(type(block)) == "loop":
+            check_timesteps(state, where)
             if hasattr(components, "guider_for"):
                 check_guidance(components.guider_for(state), state, where)
             result = run_loop(type(block), [(k, BlockConfig.of(b)) for k, b in compat.chain_steps(block)],

@@ -564,11 +564,16 @@ await scenario("expand_workflow", async () => {
     await window.ml.settle();
     return made.map((n) => ({ type: n.type, id: n.id, prompt: n.widgets?.find((w) => w.name === "prompt")?.value ?? null }));
   }, ids.flow);
-  const after = await page.evaluate((ids) => ({
-    workflowNodeLeft: !!window.ml.node(ids.flow),
-    imageFedBy: window.ml.node(ids.image).getInputLink(0)?.origin_id ?? null,
-  }), ids);
+  const after = await page.evaluate(({ ids, last }) => {
+    const image = window.ml.node(ids.image), end = window.ml.node(last);
+    return {
+      workflowNodeLeft: !!window.ml.node(ids.flow),
+      imageFedBy: image.getInputLink(0)?.origin_id ?? null,
+      imageRightOfChain: image.pos[0] >= end.pos[0] + end.size[0], // moved right, not covered by the chain
+    };
+  }, { ids, last: chain.at(-1).id });
   await page.evaluate(() => {  // the whole chain in view, the earlier scenarios' messages closed
+    window.app.extensionManager?.toast?.removeAll?.();
     document.querySelectorAll(".p-toast-close-button, .p-toast-icon-close").forEach((b) => b.click());
     const ds = window.app.canvas.ds;
     ds.scale = 0.42;
