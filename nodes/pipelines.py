@@ -65,9 +65,13 @@ class LoadDiffusersPipeline:
                              "dtype": (list(DTYPES), {"default": "default", "tooltip": "The weights' dtype."})},
                 "optional": {"device": (list(DEVICES), {"default": "default", "tooltip": (
                                  "default: ComfyUI's device (its model management loads the modules there when a node "
-                                 "uses them and offloads them when others need the room); cpu: always on the CPU.")})}}
+                                 "uses them and offloads them when others need the room); cpu: always on the CPU.")}),
+                             "ip_adapter": ("STRING", {"default": "", "tooltip": (
+                                 "An IP-Adapter's weights to load into the denoiser, for the ip_adapter_* workflows: a "
+                                 ".safetensors file of the folder, e.g. ip_adapter/ip-adapter_sdxl.safetensors (the "
+                                 "image encoder is the folder's image_encoder). Empty: none.")})}}
 
-    def load(self, folder, dtype, device="default"):
+    def load(self, folder, dtype, device="default", ip_adapter=""):
         import torch
 
         from . import host
@@ -75,7 +79,7 @@ class LoadDiffusersPipeline:
         path = pipeline_folders().get(folder)
         if path is None:
             raise LoopConfigError(f"Load Diffusers Pipeline: no pipeline folder '{folder}' in models/diffusers/")
-        pipeline = load_pipeline(path, None if dtype == "default" else getattr(torch, dtype))
+        pipeline = load_pipeline(path, None if dtype == "default" else getattr(torch, dtype), ip_adapter.strip())
         host.set_pipeline_device(pipeline, None if device == "default" else torch.device(device))
         return (pipeline,)
 
@@ -335,9 +339,9 @@ def family_frame_rate(family: str) -> float | None:
     modular blocks declare (`diffusers/modular_pipelines/<family>/`, e.g. LTX's 25); where none does (Wan 2.1
     declares none, neither in its blocks, its pipeline class nor its models' configs), the `fps=` its own
     text-to-video pipeline's example exports at (`diffusers/pipelines/<family>/pipeline_<family>.py`, Wan:
-    `export_to_video(output, "output.mp4", fps=16)`). Read from source; None when neither says."""
+    `export_to_video(output, "output.mp4", fps=16)`, read with `example_fps`). Read from source; None when neither
+    says."""
     import ast
-    import re
 
     from ..modular.pipelines.scan import package_dir
 
@@ -356,9 +360,30 @@ def family_frame_rate(family: str) -> float | None:
     pipelines = package_dir("diffusers.pipelines")
     example = pipelines / family / f"pipeline_{family}.py" if pipelines else None
     if example is not None and example.is_file():
-        found = re.search(r"export_to_video\([^)]*?\bfps\s*=\s*(\d+(?:\.\d+)?)", example.read_text(encoding="utf-8"))
-        if found:
-            return float(found.group(1))
+        return example_fps(example.read_text(encoding="utf-8"))
+    return None
+
+
+def example_fps(source: str) -> float | None:
+    """The `fps=` of the first `export_to_video(...)` call in a module's usage examples: its string constants'
+    doctest lines (`>>> ` / `... `), each example parsed as code with `ast` (a regex breaks on the first call that
+    spans lines). None when none says."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and ">>> " in node.value):
+            continue
+        code = "\n".join(line.strip()[4:] for line in node.value.splitlines() if line.strip()[:4] in (">>> ", "... "))
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for call in ast.walk(tree):
+            name = getattr(getattr(call, "func", None), "id", getattr(getattr(call, "func", None), "attr", None))
+            if isinstance(call, ast.Call) and name == "export_to_video":
+                for keyword in call.keywords:
+                    if keyword.arg == "fps" and isinstance(keyword.value, ast.Constant):
+                        return float(keyword.value.value)
     return None
 
 

@@ -184,6 +184,19 @@ INDEX = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet
          "scheduler": ["diffusers", "EulerDiscreteScheduler"], "image_encoder": [None, None]}
 
 
+def test_an_ip_adapter_file_is_a_safetensors_file_inside_the_folder(tmp_path):
+    from modular.pipelines.load import ip_adapter_file
+
+    folder = make_folder(tmp_path / "p", INDEX, ["ip_adapter/ip.safetensors", "ip_adapter/ip.bin"])
+    (tmp_path / "outside.safetensors").write_bytes(b"x")
+    assert ip_adapter_file(folder, "ip_adapter/ip.safetensors") == ("ip_adapter", "ip.safetensors")
+    for name, words in (("ip_adapter/ip.bin", "no IP-Adapter file"), ("ip_adapter/none.safetensors", "no IP-Adapter"),
+                        ("../outside.safetensors", "inside the pipeline folder"),
+                        (str(tmp_path / "outside.safetensors"), "inside the pipeline folder")):
+        with pytest.raises(PipelineLoadError, match=words):
+            ip_adapter_file(folder, name)
+
+
 def test_model_folders_that_are_refused(tmp_path):
     with pytest.raises(PipelineLoadError, match="no model_index.json"):
         check_folder(make_folder(tmp_path / "a", None, ["unet/config.json"]))
@@ -358,3 +371,11 @@ def test_every_named_workflow_of_diffusers_has_a_tiny_folder_or_a_reason():
         if blocks in defaults:
             assert set(spec["workflows"]) == {shipped.DEFAULT_WORKFLOW}, blocks
     assert len({family for family, _ in declared.values()}) == 22  # with the families that name no workflows
+
+
+def test_a_video_familys_frame_rate_is_read_from_its_example_code():
+    # Wan 2.1 declares no fps: its pipeline's example exports at 16, read as code (a call that spans lines too)
+    pipelines = import_pack_module("nodes.pipelines")
+    doc = 'EXAMPLE = """\n    >>> video = pipe(prompt="a (cat)")\n    >>> export_to_video(\n    ...     video, "out.mp4",\n    ...     fps=24)\n"""\n'
+    assert pipelines.example_fps(doc) == 24.0 and pipelines.example_fps("x = 1") is None
+    assert pipelines.family_frame_rate("wan") == 16.0

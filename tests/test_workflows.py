@@ -38,11 +38,11 @@ def cases():
     WORKFLOWS, or on another folder in MORE_WORKFLOWS)."""
     for family in tiny.families():
         module = tiny.family(family)
-        for declared in (module.WORKFLOWS, getattr(module, "MORE_WORKFLOWS", {})):
-            for auto, spec in declared.items():
-                for workflow, call in spec["workflows"].items():
-                    if isinstance(call, dict):
-                        yield family, auto, workflow, spec, call
+        more = [(spec["blocks"], spec) for spec in getattr(module, "MORE_WORKFLOWS", [])]
+        for auto, spec in [*module.WORKFLOWS.items(), *more]:
+            for workflow, call in spec["workflows"].items():
+                if isinstance(call, dict):
+                    yield family, auto, workflow, spec, call
 
 
 def param(family, auto, workflow, spec, call):
@@ -124,7 +124,8 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
     inputs = info[cls]["input"]
     required, optional = inputs.get("required", {}), inputs.get("optional", {})
     g = Graph()
-    pipeline = g.node("ModularDiffusersLoader", folder=spec["folder"], dtype="float32")
+    pipeline = g.node("ModularDiffusersLoader", folder=spec["folder"], dtype="float32",
+                      ip_adapter=spec.get("ip_adapter", ""))
     values = {"generator": SEED}
     if "output_type" in required:
         values["output_type"] = "pt"
@@ -151,7 +152,8 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
             own = {**item.get("values", {}), **{n: values[n] for n in item["takes"]}}
             node = g.node(item["class_type"], **fill(info, item["class_type"], own),
                           **links, **({"state": node} if node is not None else {}))
-    reference = dict(folder=spec["folder"], call=json.dumps(call), output=spec["output"], seed=SEED)
+    reference = dict(folder=spec["folder"], call=json.dumps(call), output=spec["output"], seed=SEED,
+                     ip_adapter=spec.get("ip_adapter", ""))
     if spec["output"] in AUDIO:  # State To Audio -> Save Audio, as a user hears it
         audio = g.node("ModularStateToAudio", state=node, key=spec["output"], pipeline=pipeline)
         g.node("SaveAudio", audio=audio, filename_prefix=f"audio/{auto}")

@@ -50,13 +50,13 @@ def main():
     counts = {"workflows": 0, "equal": 0, "families": set(), "equal families": set()}
     for family in tiny.families():
         module = tiny.family(family)
-        more = getattr(module, "MORE_WORKFLOWS", {})
+        more = {(spec["blocks"], w): call for spec in getattr(module, "MORE_WORKFLOWS", [])
+                for w, call in spec["workflows"].items()}
         for blocks, spec in module.WORKFLOWS.items():
             for workflow, call in spec["workflows"].items():
                 counts["workflows"] += 1
                 counts["families"].add(family)
-                if isinstance(call, str) and workflow in more.get(blocks, {}).get("workflows", {}):
-                    call = more[blocks]["workflows"][workflow]  # run on its own folder
+                call = more.get((blocks, workflow), call)  # run on a folder of its own
                 if isinstance(call, str):
                     cells = [f"not run: {call}"] * max(len(runs), 1)
                 else:

@@ -71,8 +71,24 @@ def check_folder(folder) -> dict:
     return components
 
 
-def load_pipeline(folder, dtype=None):
-    """The family's ModularPipeline for a local folder, its components loaded (diffusers' own loading)."""
+def ip_adapter_file(folder, name: str) -> tuple[str, str]:
+    """(subfolder, weight name) of an IP-Adapter weights file given relative to a pipeline folder: a .safetensors
+    file inside it (never a pickle, never a path out of it)."""
+    folder = Path(folder).resolve()
+    path = (folder / name).resolve()
+    if Path(name).is_absolute() or ".." in Path(name).parts or folder not in path.parents:
+        raise PipelineLoadError(f"{folder}: the IP-Adapter file {name!r} must be a path inside the pipeline folder")
+    if path.suffix != SAFE_SUFFIX or not path.is_file():
+        raise PipelineLoadError(f"{folder}: no IP-Adapter file {name!r} (a .safetensors file of the folder, e.g. "
+                                f"ip_adapter/ip-adapter_sdxl.safetensors)")
+    relative = path.relative_to(folder)
+    return str(relative.parent) if relative.parent != Path(".") else "", relative.name
+
+
+def load_pipeline(folder, dtype=None, ip_adapter: str = ""):
+    """The family's ModularPipeline for a local folder, its components loaded (diffusers' own loading); with
+    `ip_adapter` (a .safetensors file of the folder), those IP-Adapter weights loaded into its denoiser (diffusers'
+    `load_ip_adapter`), for the ip_adapter_* workflows."""
     import torch
     from diffusers.modular_pipelines import ModularPipeline
 
@@ -92,6 +108,15 @@ def load_pipeline(folder, dtype=None):
     missing = [n for n in components if n in specs and getattr(pipeline, n, None) is None]
     if missing:
         raise PipelineLoadError(f"{folder}: could not load component(s) {', '.join(missing)} (see the log for why)")
+    if ip_adapter:
+        subfolder, weight_name = ip_adapter_file(folder, ip_adapter)
+        if not hasattr(pipeline, "load_ip_adapter"):
+            raise PipelineLoadError(f"{folder}: {type(pipeline).__name__} takes no IP-Adapter")
+        try:
+            pipeline.load_ip_adapter(str(folder), subfolder=subfolder, weight_name=weight_name, local_files_only=True)
+        except Exception as e:
+            raise PipelineLoadError(f"{folder}: could not load the IP-Adapter {ip_adapter!r}: {type(e).__name__}: "
+                                    f"{e}") from e
     return pipeline
 
 

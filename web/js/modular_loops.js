@@ -364,11 +364,11 @@ export async function expandWorkflow(node) {
     }
     const last = made.at(-1);
     for (const [other, slot] of targets) last.connect(0, other, slot);
-    // what stood right of the workflow node moves right by what the chain adds, so that nothing is covered
-    const added = x - 40 - node.pos[0] - node.size[0];
-    for (const other of graph.nodes ?? graph._nodes ?? []) {
-      if (other !== node && !made.includes(other) && other.pos[0] > node.pos[0] + node.size[0] / 2) other.pos[0] += added;
-    }
+    // what stood right of the workflow node moves right of the chain (keeping its own layout): nothing is covered
+    const right = (graph.nodes ?? graph._nodes ?? []).filter(
+      (other) => other !== node && !made.includes(other) && other.pos[0] > node.pos[0] + node.size[0] / 2);
+    const shift = x - Math.min(...right.map((other) => other.pos[0]));
+    if (right.length && shift > 0) for (const other of right) other.pos[0] += shift;
     graph.remove(node);
   } finally {
     graph.afterChange?.();
