@@ -67,10 +67,10 @@ def add_routes(info):
         q = request.rel_url.query
         given = [n for n in q.get("given", "").split(",") if n]
         try:
-            nodes = pipelines.expand_workflow(NODE_CLASS_MAPPINGS, q.get("node", ""), q.get("workflow", ""), given)
+            chain = pipelines.expand_workflow(NODE_CLASS_MAPPINGS, q.get("node", ""), q.get("workflow", ""), given)
         except Exception as e:  # an unknown node or workflow: said, not a server error
             return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=400)
-        return web.json_response({"nodes": nodes})
+        return web.json_response(chain)
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, INSTALLED = build_mappings()

@@ -649,13 +649,15 @@ NODE_OF_ROLE = {"loop": "ModularLoop_", "step": "ModularStep_"}
 CHAIN_SOCKETS = ("state", "pipeline", "guider", "scheduler")  # the workflow node's own, not a call's values
 
 
-def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> list[dict]:
+def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> dict:
     """The chain of step and loop nodes a workflow node (`node_type`, a `ModularWorkflow_<Class>`) expands into, in
     the order diffusers' chain runs them (`get_workflow`; for "default", the chain `given` selects):
     [{"class_type", "name" (diffusers' name in the chain), "takes": the `given` inputs this node is given,
     "values": its own widget values (`configured_as` for a step diffusers configured)}]. A value given once on the
     workflow node goes to the first node of the chain that has that input, as a user gives a call's value once (the
-    later nodes read it from the state). `classes`: ComfyUI's node classes."""
+    later nodes read it from the state). -> {"nodes": [...], "dropped": the given names no node of the chain reads:
+    they only chose the chain, which holds that choice now (Cosmos' `enable_sound`)}. `classes`: ComfyUI's node
+    classes."""
     from ..modular.core import compat as shipped
     from ..modular.pipelines.run import workflow_chain
 
@@ -679,7 +681,7 @@ def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> l
         if role == "step" and workflow != shipped.DEFAULT_WORKFLOW and configured(block):
             node["values"] = {CONFIGURED_AS: f"{workflow_cls.ENTRY.name}/{workflow}/{name}"}
         nodes.append(node)
-    return nodes
+    return {"nodes": nodes, "dropped": left}
 
 
 def entry_nodes(entry, registry) -> dict | None:

@@ -75,6 +75,14 @@ def record(server):
         sort_keys=True))
 
 
+def triggers(auto, workflow) -> set:
+    """The inputs diffusers' `_workflow_map` names to select a workflow."""
+    import diffusers.modular_pipelines as blocks
+
+    chosen = (getattr(getattr(blocks, auto), "_workflow_map", None) or {}).get(workflow, {})
+    return {k for alternative in (chosen if isinstance(chosen, (list, tuple)) else [chosen]) for k in alternative}
+
+
 def declared_inputs(auto) -> set:
     """The inputs diffusers' Auto blocks class `auto` declares (what its pipe() reads)."""
     import diffusers.modular_pipelines as blocks
@@ -141,10 +149,12 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
     if not expanded:
         node = g.node(cls, pipeline=pipeline, **fill(info, cls, {"workflow": workflow, **values}))
     else:
-        chain = server.get(f"/modular_loops/expand?node={cls}&workflow={workflow}&given={','.join(values)}")["nodes"]
+        answer = server.get(f"/modular_loops/expand?node={cls}&workflow={workflow}&given={','.join(values)}")
+        chain = answer["nodes"]
         taken = [n for item in chain for n in item["takes"]]
-        missing = sorted(set(values) - set(taken))
-        assert not missing and len(taken) == len(values), f"no node of the chain takes {missing}: {chain}"
+        missing = sorted(set(values) - set(taken) - set(answer["dropped"]))
+        assert not missing and len(taken) == len(set(taken)), f"no node of the chain takes {missing}: {chain}"
+        assert set(answer["dropped"]) <= triggers(auto, workflow), answer["dropped"]  # they only chose the chain
         node = None
         for item in chain:
             sockets = info[item["class_type"]]["input"].get("optional", {})
@@ -204,16 +214,7 @@ def test_every_workflow_equals_diffusers_own_call(server, info, record, family, 
     compared(run, diffs)
 
 
-def first_cases():
-    """The first runnable workflow of each family's blocks."""
-    seen = set()
-    for case in cases():
-        if case[1] not in seen:
-            seen.add(case[1])
-            yield case
-
-
-@pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in first_cases()])
+@pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])
 def test_the_expanded_chain_of_nodes_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec,
                                                                call):
     # What the page's "Expand into steps" lays out (GET /modular_loops/expand: diffusers' chain for the workflow as

@@ -42,7 +42,7 @@ def main():
              "an IMAGE batch, its output through State To Image (a waveform through State To Audio; \"with its sound\":",
              "a video's sound too), against diffusers' own `pipe(**the same call)` of that folder, float32 on the CPU.",
              "`equal`: max |diff| <= 1e-5. \"its chain of nodes too\": the same workflow expanded into step and loop nodes",
-             "(Expand into steps) is equal too (checked for the first workflow of each class).",
+             "(Expand into steps) is equal too.",
              "", f"diffusers {runs[0]['diffusers'] if runs else '?'}; hosts: {', '.join(hosts) or 'none run'}.", "",
              "SUMMARY", ""]
     header = ["family", "blocks", "workflow", *hosts] if hosts else ["family", "blocks", "workflow", "result"]
