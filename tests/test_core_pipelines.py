@@ -310,6 +310,9 @@ def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
     assert (pixels - image[1]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit, rounded
     assert given["mask_image"].mode == "L" and given["mask_image"].getpixel((0, 0)) == 255  # 1 = repaint, one mask
     assert given["mask_image"].getpixel((5, 0)) == 0 and isinstance(given["control_image"], Image.Image)
+    # Load Image's empty 64x64 mask (an image without alpha) is named as such, with what to do
+    with pytest.raises(LoopConfigError, match="empty 64x64 mask.*mask editor"):
+        widgets.given_values(specs, {"image": image, "mask_image": torch.zeros(1, 64, 64), "height": 0})
     # a batch of one is one image where the input takes one (untyped, Image | list[Image]: as a diffusers user
     # passes it; Hunyuan's and Cosmos' image-to-video steps take no list), a list where it takes only lists
     one = widgets.given_values(specs, {"image": image[:1], "ip_adapter_image": image[:1], "height": 0})

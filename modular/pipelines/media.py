@@ -70,6 +70,11 @@ def as_pipeline_media(kind: str, value, many: bool, label: str, one: bool = True
     return items[0]
 
 
+def _empty(masks) -> bool:
+    """Whether a mask (a PIL image, or a list of them) marks nothing to change."""
+    return all(m.getextrema()[1] == 0 for m in (masks if isinstance(masks, list) else [masks]))
+
+
 def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
     """Before anything runs: the masks given with images are of their size, and, where a mask is given, images given
     with an explicit `height` / `width` (`asked`, 0 or absent: not asked) are of that size (the mask must line up
@@ -84,8 +89,11 @@ def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
     for mask, (h, w) in masks.items():
         for image, (ih, iw) in images.items():
             if (h, w) != (ih, iw):
+                hint = ("scale it, e.g. with Upscale Image / ImageToMask of the same image" if not _empty(media[mask])
+                        else "it is empty: Load Image gives an empty 64x64 mask for an image without alpha; paint the "
+                             "area to change in Load Image's mask editor")
                 raise LoopConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "
-                                      f"size (scale it, e.g. with Upscale Image / ImageToMask of the same image)")
+                                      f"size ({hint})")
     if not masks:  # without a mask diffusers' image processors resize an image to the size asked, as pipe() does
         return
     want_h, want_w = asked.get("height") or 0, asked.get("width") or 0
