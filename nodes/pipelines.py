@@ -658,7 +658,6 @@ def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> d
     later nodes read it from the state). -> {"nodes": [...], "dropped": the given names no node of the chain reads:
     they only chose the chain, which holds that choice now (Cosmos' `enable_sound`)}. `classes`: ComfyUI's node
     classes."""
-    from ..modular.core import compat as shipped
     from ..modular.pipelines.run import workflow_chain
 
     workflow_cls = classes.get(node_type)
@@ -667,8 +666,8 @@ def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> d
     label = workflow_cls.ENTRY.name
     chain = workflow_chain(workflow_cls.ENTRY.cls, workflow, label, {name: True for name in given})
     left, nodes = [n for n in given if n not in CHAIN_SOCKETS], []
-    for name, block in shipped.chain_steps(chain):
-        role = "loop" if shipped.role_of(type(block)) == "loop" else "step"
+    for name, block in compat.chain_steps(chain):
+        role = "loop" if compat.role_of(type(block)) == "loop" else "step"
         cls = classes.get(NODE_OF_ROLE[role] + type(block).__name__)
         if cls is None:
             raise LoopConfigError(f"{label}, workflow {workflow}: no node for its step '{name}' "
@@ -678,7 +677,7 @@ def expand_workflow(classes: dict, node_type: str, workflow: str, given=()) -> d
         takes = [n for n in left if n in inputs or n + widgets.LINK_SUFFIX in inputs]
         left = [n for n in left if n not in takes]
         node = {"class_type": NODE_OF_ROLE[role] + type(block).__name__, "name": name, "takes": takes}
-        if role == "step" and workflow != shipped.DEFAULT_WORKFLOW and configured(block):
+        if role == "step" and workflow != compat.DEFAULT_WORKFLOW and configured(block):
             node["values"] = {CONFIGURED_AS: f"{workflow_cls.ENTRY.name}/{workflow}/{name}"}
         nodes.append(node)
     return {"nodes": nodes, "dropped": left}
