@@ -106,7 +106,7 @@ class DeclaredNode:
 
     @classmethod
     def check(cls, kwargs):
-        return widgets.json_errors(cls.specs(), kwargs)
+        return widgets.json_errors(cls.specs(), kwargs) + widgets.size_errors(cls.specs(), kwargs)
 
     @classmethod
     def given(cls, kwargs):
@@ -213,7 +213,7 @@ def make_node(entry, base=None, nid=None, provided_in_loop=(), category=None) ->
 
 
 def _validate_inputs(cls):
-    names = widgets.json_widget_names(cls.specs())
+    names = widgets.validated_names(cls.specs())
     if cls.ENTRY.role == "loop":
         # ComfyUI files a failed check once per validated input it was given; the JSON widgets are always
         # given, and where there are none the hidden unique_id is, so a problem is reported exactly once.

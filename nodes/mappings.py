@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import diffusers
 import folder_paths
 
 from ..modular import discover
-from . import pipelines, sampling, state_files
+from ..modular.pipelines.declarations import DeclarationCache
+from . import listing, pipelines, sampling, state_files
 from .factory import generate_nodes
 
 BLOCKS_FOLDER = "modular_blocks"
@@ -32,18 +34,34 @@ def block_folders() -> list[str]:
     return list(folder_paths.get_folder_paths(BLOCKS_FOLDER))
 
 
+def declaration_cache() -> DeclarationCache:
+    """diffusers' declarations kept in ComfyUI's user directory (`user/modular_loops/`), one file, rebuilt when
+    diffusers or the pack changes."""
+    return DeclarationCache(os.path.join(folder_paths.get_user_directory(), "modular_loops"))
+
+
 def build_mappings():
+    started = time.perf_counter()
     folders = block_folders()
-    registry = discover(folders, include_shipped=True)
+    cache = declaration_cache()
+    registry = discover(folders, include_shipped=True, cache=cache)
     for problem in registry.problems:
         log.error("[Modular Loops] could not load blocks from %s", problem)
     generated = generate_nodes(registry, (pipelines.entry_nodes, sampling.entry_nodes))
     classes = {nid: node.cls for nid, node in generated.items()}
     names = {nid: node.display for nid, node in generated.items()}
     origins = {nid: node.origin for nid, node in generated.items()}
-    for nid, (cls, display) in {**state_files.NODES, **pipelines.NODES, **pipelines.guider_nodes()}.items():
+    guiders = pipelines.guider_nodes()
+    for nid, (cls, display) in {**state_files.NODES, **pipelines.NODES, **guiders}.items():
         classes[nid] = cls
         names[nid] = display
+    diffusers_nodes = {nid: cls for nid, cls in classes.items()
+                       if nid in guiders or (nid in origins and origins[nid]["origin"] == "diffusers")}
+    made = listing.keep(diffusers_nodes, cache)
+    cache.save()
+    if made:
+        log.info("[Modular Loops] read the declarations of %d diffusers nodes (diffusers %s) in %.1f s; kept in %s for "
+                 "the next starts", made, diffusers.__version__, time.perf_counter() - started, cache.folder)
     return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems],
                             "diffusers_version": diffusers.__version__}  # a saved diffusers node records it
 

@@ -20,7 +20,7 @@ from ..modular.pipelines.load import INDEX_FILES, load_pipeline
 from ..modular.pipelines.media import AUDIO_NAMES, audio_rate, host_audio
 from ..modular.pipelines.run import (RunComponents, chain_block, check_guidance, check_timesteps, configured, run_step,
                                      run_workflow)
-from ..modular.pipelines.scan import scan_guiders
+from ..modular.pipelines.scan import shipped
 from . import widgets
 from .factory import CATEGORY as PACK_CATEGORY, BlockNode, DeclaredNode, LoopNode, make_node, node_id
 from .state_files import value_named
@@ -189,7 +189,7 @@ class DiffusersScheduler:
 def guider_nodes() -> dict:
     """{node id: (class, display name)} of one node per diffusers guider (nothing imported here)."""
     made = {}
-    for guider in scan_guiders():
+    for guider in shipped().guiders:
         cls = type(f"ModularGuider_{guider.name}", (GuiderNode,), {
             "GUIDER": guider, "__module__": __name__,
             "DESCRIPTION": f"diffusers' {guider.name} (diffusers/guiders/{guider.module}.py): a fresh one each run."})
@@ -327,10 +327,8 @@ def frame_rate(state) -> float:
 
 @functools.lru_cache(maxsize=None)
 def _loop_families() -> dict:
-    """{loop wrapper class name: family folder} of diffusers' shipped loops (read from source, nothing imported)."""
-    from ..modular.pipelines.scan import scan
-
-    return {c.name: c.family for c in scan() if c.role == "loop"}
+    """{loop wrapper class name: family folder} of diffusers' shipped loops (as the start read them)."""
+    return {c.name: c.family for c in shipped().classes if c.role == "loop"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -603,10 +601,8 @@ CONFIGURED_AS = "configured_as"
 
 @functools.lru_cache(maxsize=None)
 def workflow_classes() -> dict:
-    """{name: ShippedClass} of diffusers' workflow classes (read from source)."""
-    from ..modular.pipelines.scan import scan_workflows
-
-    return {c.name: c for c in scan_workflows()}
+    """{name: ShippedClass} of diffusers' workflow classes (as the start read them)."""
+    return {c.name: c for c in shipped().workflows}
 
 
 class PipelineWorkflowNode(PipelineNode):

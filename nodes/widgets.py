@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ..modular import NOT_GIVEN, parse_json_widget
-from ..modular.core.params import SIZES, UNSET
+from ..modular.core.params import MIN_SIZE, SIZES, UNSET
 from ..modular.pipelines.media import as_pipeline_media, check_sizes
 
 BLOCK_TYPE = "LOOP_BLOCK"
@@ -51,12 +51,14 @@ def _number_default(declared, opts, kind):
     return value
 
 
-SEED_MAX = 0xFFFFFFFF  # as diffusers' UI seed template
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # as KSampler's seed (torch.Generator.manual_seed takes any of them)
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION, the most its own size widgets take (a host test pins it)
 
 
 def _unset_text(spec) -> str:
     """The tooltip line that says which widget value means "not given"."""
+    if spec.kind == "seed" and UNSET not in spec.options:
+        return "The call's seed: torch.Generator().manual_seed(seed), as a diffusers user passes it."
     if UNSET not in spec.options:
         return ""
     unset = spec.options[UNSET]
@@ -89,6 +91,9 @@ def widget_entry(spec):
     if spec.kind == "str":
         return ("STRING", {"default": "" if d is None else str(d), "multiline": bool(opts.get("multiline")),
                            "tooltip": _tooltip(spec, unset)})
+    if spec.kind == "seed" and UNSET not in opts:  # a whole call's: ComfyUI's seed widget (KSampler's)
+        return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                        "tooltip": _tooltip(spec, unset)})
     if spec.kind == "seed":
         return ("INT", {"default": -1, "min": -1, "max": SEED_MAX, "tooltip": _tooltip(spec, unset)})
     if spec.kind == "json":
@@ -139,6 +144,28 @@ def component_type(spec) -> str:
 
 def json_widget_names(specs) -> list[str]:
     return [s.name for s in specs if s.kind == "json"]
+
+
+def sized(specs) -> list:
+    """The height / width widgets whose 0 means "not given": 0 or a size from MIN_SIZE, which ComfyUI's own min /
+    max check cannot say (a node's VALIDATE_INPUTS checks them instead)."""
+    return [s for s in specs if s.name in SIZES and s.kind == "int" and s.options.get(UNSET) == 0]
+
+
+def validated_names(specs) -> list[str]:
+    """The inputs a node's VALIDATE_INPUTS checks itself: its JSON widgets and its sizes (`sized`)."""
+    return json_widget_names(specs) + [s.name for s in sized(specs)]
+
+
+def size_errors(specs, kwargs) -> list[str]:
+    errors = []
+    for spec in sized(specs):
+        value = kwargs.get(spec.name)
+        most = spec.options.get("max", MAX_RESOLUTION)
+        if isinstance(value, int) and value != 0 and not MIN_SIZE <= value <= most:
+            errors.append(f"{spec.name}: {value} is not a size: give {MIN_SIZE} to {most}, or 0 for the pipeline's "
+                          f"default")
+    return errors
 
 
 def is_unset(spec, value) -> bool:

@@ -148,6 +148,27 @@ def test_call_values_have_sane_limits():
     assert limits["num_images_per_prompt"] == (1, 4096) and limits["num_inference_steps"][0] == 1
     assert limits["height"] == (0, widgets.MAX_RESOLUTION) and limits["width"][1] == widgets.MAX_RESOLUTION
     assert limits["num_frames"][0] == 1 and limits["num_reference_images"][0] == 0
+    # ComfyUI's limits, not a slider's: KSampler's 10000 steps and cfg 100, Apply ControlNet's strength 10
+    assert limits["num_inference_steps"] == (1, 10000), limits
+
+
+def test_a_workflow_nodes_limits_are_comfyuis_and_computed_values_are_tucked_away():
+    from modular.core.registry import Registry, add_shipped
+
+    widgets = import_pack_module("nodes.widgets")
+    entries = add_shipped(Registry()).entries
+    sdxl = {s.name: s for s in entries["StableDiffusionXLAutoBlocks"].input_specs()}
+    entry = {n: widgets.widget_entry(s) for n, s in sdxl.items()}
+    assert entry["num_inference_steps"][1]["max"] == 10000
+    assert entry["controlnet_conditioning_scale"][1]["max"] == 10.0
+    for name in ("latents", "image_latents", "dtype", "clip_skip"):  # computed by a step, or rarely set
+        assert sdxl[name].options.get("advanced"), name
+    wan = {s.name: widgets.widget_entry(s) for s in entries["WanBlocks"].input_specs()}
+    assert wan["max_sequence_length"][1]["max"] <= 8192
+    factory = import_pack_module("nodes.factory")
+    node = factory.make_node(entries["StableDiffusionXLAutoBlocks"], import_pack_module("nodes.pipelines").PipelineWorkflowNode)
+    assert node.VALIDATE_INPUTS(height=8, width=0).startswith("height: 8 is not a size"), "1 .. 15 px refused"
+    assert node.VALIDATE_INPUTS(height=0, width=64) is True  # 0: the pipeline's default
 
 
 def test_a_seed_given_for_generator_is_a_seeded_generator_and_copies_step_apart():
@@ -238,10 +259,10 @@ def test_a_runs_scheduler_and_guider_are_its_own_and_travel_in_the_state():
 def test_latents_convert_with_the_vae_scaling_and_shift():
     pipeline = types.SimpleNamespace(vae=types.SimpleNamespace(config=types.SimpleNamespace(scaling_factor=1.5,
                                                                                             shift_factor=0.25)))
-    latents = torch.randn(1, 16, 4, 4)
+    latents = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(0))
     host = to_host_latent(pipeline, latents)
-    assert torch.allclose(host, latents / 1.5 + 0.25)
-    assert torch.allclose(from_host_latent(pipeline, host), latents)
+    assert torch.allclose(host, latents / 1.5 + 0.25, atol=1e-6)  # (float32 rounding near 0: not relative)
+    assert torch.allclose(from_host_latent(pipeline, host), latents, atol=1e-6)
     with pytest.raises(Exception, match="packs them"):
         to_host_latent(pipeline, torch.zeros(1, 16, 64))
 
@@ -382,3 +403,85 @@ def test_a_video_familys_frame_rate_is_read_from_its_example_code():
     doc = 'EXAMPLE = """\n    >>> video = pipe(prompt="a (cat)")\n    >>> export_to_video(\n    ...     video, "out.mp4",\n    ...     fps=24)\n"""\n'
     assert pipelines.example_fps(doc) == 24.0 and pipelines.example_fps("x = 1") is None
     assert pipelines.family_frame_rate("wan") == 16.0
+
+
+def guider_properties() -> dict:
+    """{(family, pipeline class): [its properties that read `self.guider`]} of diffusers' own pipeline classes."""
+    from diffusers.modular_pipelines import ModularPipeline
+
+    found = {}
+    for family in sorted(p.name for p in shipped.package_dir().iterdir() if (p / "modular_pipeline.py").is_file()):
+        module = importlib.import_module(f"diffusers.modular_pipelines.{family}.modular_pipeline")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, ModularPipeline):
+                props = [k for k, v in vars(cls).items()
+                         if isinstance(v, property) and "self.guider" in inspect.getsource(v.fget)]
+                if props:
+                    found[(family, name)] = props
+    return found
+
+
+def test_what_a_block_asks_of_components_sees_the_runs_own_guider():
+    # diffusers' text encoder steps ask `components.requires_unconditional_embeds`, a property of the family's
+    # pipeline reading `self.guider`: through a run's components it must read the run's guider (a guider node's),
+    # not the loaded pipeline's, exactly as `pipe.update_components(guider=...)` makes it for diffusers' own call.
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    found, changed = guider_properties(), set()
+    for (family, name), props in found.items():
+        cls = getattr(importlib.import_module(f"diffusers.modular_pipelines.{family}.modular_pipeline"), name)
+        for pipeline_on in (False, True):
+            pipe = cls()
+            pipe.update_components(guider=ClassifierFreeGuidance(guidance_scale=3.0, enabled=pipeline_on))
+            given = ClassifierFreeGuidance(guidance_scale=3.0, enabled=not pipeline_on)
+            run = RunComponents(pipe, {"guider": given})
+            reference = cls()
+            reference.update_components(guider=given)
+            for prop in props:
+                assert getattr(run, prop) == getattr(reference, prop), (family, name, prop, pipeline_on)
+                if getattr(reference, prop) != getattr(pipe, prop):  # a distilled Flux 2 Klein never asks
+                    changed.add(family)
+            assert run.components.get("guider") is reference.components.get("guider"), (family, name)
+    # the guider decides it in every family that has such a property (diffusers 0.42.1: z_image, qwenimage, wan, ...)
+    assert len(changed) >= 12, sorted(changed)
+
+
+def test_diffusers_declarations_are_read_once_and_list_as_the_live_ones(tmp_path, monkeypatch):
+    # A start keeps what it read of diffusers (its classes from source, each node's INPUT_TYPES and DESCRIPTION) in
+    # one file; the next start of the same diffusers and pack parses no source and imports no diffusers class to list
+    # its nodes, and lists exactly what the live declarations give.
+    from modular.core.registry import discover
+    from modular.pipelines import scan as scan_module
+    from modular.pipelines.declarations import DeclarationCache
+
+    factory, pipelines = import_pack_module("nodes.factory"), import_pack_module("nodes.pipelines")
+    listing = import_pack_module("nodes.listing")
+
+    def build(cache):
+        scan_module._found = None  # a new process
+        registry = discover(include_pack=False, include_shipped=True, cache=cache)
+        classes = {nid: n.cls for nid, n in factory.generate_nodes(registry, (pipelines.entry_nodes,)).items()}
+        return {**classes, **{nid: cls for nid, (cls, _) in pipelines.guider_nodes().items()}}
+
+    first = DeclarationCache(tmp_path, key="diffusers-and-pack")
+    classes = build(first)
+    live = {nid: (cls.INPUT_TYPES(), cls.DESCRIPTION) for nid, cls in classes.items()}
+    assert listing.keep(classes, first) == len(classes) > 500
+    first.save()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a start with kept declarations read diffusers' source or imported its classes")
+
+    monkeypatch.setattr(scan_module, "class_statements", no_reading)
+    monkeypatch.setattr(scan_module.ShippedClass, "load", no_reading)
+    monkeypatch.setattr(scan_module.ShippedGuider, "load", no_reading)
+    second = DeclarationCache(tmp_path, key="diffusers-and-pack")
+    again = build(second)
+    assert listing.keep(again, second) == 0
+    kept = second.section(listing.SECTION)
+    assert len(kept) >= 0.95 * len(classes), sorted(set(classes) - set(kept))  # the rest list themselves live
+    for nid in kept:
+        assert (again[nid].INPUT_TYPES(), again[nid].DESCRIPTION) == live[nid], nid
+    monkeypatch.undo()
+    assert DeclarationCache(tmp_path, key="another diffusers").fresh  # read again when diffusers changes
+    scan_module._found = None

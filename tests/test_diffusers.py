@@ -198,6 +198,25 @@ def test_the_workflow_node_runs_diffusers_chain_as_pipe_does(server, info):
     assert batch["shape"][0] == 2 and batch["max_abs_diff"] <= TOL, batch
 
 
+def test_a_workflow_node_reproduces_its_picture_from_its_seed_widget(server, info):
+    # ComfyUI's seed convention (KSampler's): a value, 0 by default, up to 2^64 - 1, with its control after generate;
+    # the same workflow, queued again after the cache is freed, gives the same picture: diffusers' own for that seed.
+    seed = info["ModularWorkflow_StableDiffusionXLAutoBlocks"]["input"]["required"]["generator"]
+    assert seed[0] == "INT" and seed[1]["default"] == 0 and seed[1]["min"] == 0, seed
+    assert seed[1]["max"] == 0xFFFFFFFFFFFFFFFF and seed[1].get("control_after_generate"), seed
+    step = info["ModularStep_StableDiffusionXLPrepareLatentsStep"]["input"]["required"]["generator"]
+    assert step[1]["default"] == -1 and not step[1].get("control_after_generate")  # a step's: the state's generator
+    call = {k: v for k, v in SDXL_CALL.items() if k != "generator"}  # the widget as it comes
+    results = []
+    for _ in range(2):
+        run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **call).against_diffusers()
+        results.append(run.result(server)[0])
+        server.post("/free", {"unload_models": True, "free_memory": True})  # nothing cached: it runs again
+    assert all(r["max_abs_diff"] <= TOL for r in results), results  # == pipe(generator=manual_seed(0)), twice
+    big = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **{**call, "generator": 2 ** 64 - 1})
+    assert big.against_diffusers().result(server)[1].status == "success"
+
+
 def picture(graph, size=SIZE):
     """ComfyUI's own example image (Load Image), scaled to `size`: an IMAGE, and a MASK of its left half."""
     image = graph.node("ImageScale", image=graph.node("LoadImage", image="example.png"), upscale_method="nearest-exact",

@@ -10,8 +10,8 @@ A spec's `kind` says how a host shows the input:
   mask or frames socket, converted to what diffusers' image processors take (`pipelines.media`);
   `options["many"]`: the input takes a list (a batch of several images).
 - "seed": an input named `generator` (diffusers' name for the random generator): an int seed widget; a
-  seed given becomes a seeded CPU `torch.Generator` in the state (`to_state_value`), none given keeps the
-  incoming state's generator.
+  seed given becomes a seeded CPU `torch.Generator` in the state (`to_state_value`), none given (a step's -1)
+  keeps the incoming state's generator; a whole call's seed (a workflow node's) is always given.
 Widget limits come from `InputParam.metadata` keys "min", "max", "step"; a "choices" list makes a
 str input a drop-down of those values. `options["unset"]`: the widget value that means "not given" (the
 incoming state's value is used, else the block's own default): -1 for a seed, and for diffusers' own blocks
@@ -86,16 +86,24 @@ MIN_SIZE = 16
 # Counts that are 1 or more wherever diffusers reads them (0 images, 0 steps crash or run nothing); the most a
 # widget takes, as ComfyUI's own nodes cap them (EmptyLatentImage's batch_size, KSampler's steps).
 COUNTS = {"num_images_per_prompt": 4096, "num_videos_per_prompt": 4096, "batch_size": 4096,
-          "num_inference_steps": 10000, "num_frames": 10000}
+          "num_inference_steps": 10000, "num_frames": 10000, "max_sequence_length": 8192}
+# ComfyUI's own limits for the values its nodes also take (KSampler's cfg, Apply ControlNet's strength): diffusers'
+# UI templates give a slider's range (ControlNet scale to 1, guidance to 30), not what a value may be.
+HOST_LIMITS = {"guidance_scale": {"min": 0.0, "max": 100.0}, "controlnet_conditioning_scale": {"min": 0.0, "max": 10.0}}
+# UI template types of values a step computes, not ones a user types (`latents`, embeddings): tucked away.
+COMPUTED_TEMPLATES = ("latents", "latent", "embeddings", "image_embeds")
 UNSET = "unset"  # options key: the widget value that means "not given"
 CALL_KINDS = ("int", "float", "bool", "str", "seed")  # a value of a pipeline call a user types in a widget
 
 
-def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpec]:
+def input_specs(params, templates=None, typed_by_default=False, whole_call=False) -> list[ParamSpec]:
     """Specs for `InputParam`s; params without a name (kwargs_type groups) have no widget.
 
     `typed_by_default` (diffusers' own blocks, which take each value of a pipeline call once, from the state, and
-    leave many inputs untyped): `_call_value` below. Without it, a widget's value is always given."""
+    leave many inputs untyped): `_call_value` below. Without it, a widget's value is always given.
+    `whole_call`: the inputs of a whole pipeline call (a workflow node, as `pipe(...)`): its seed is always given
+    (ComfyUI's seed widget, 0 by default, with its control after generate), so the same workflow gives the same
+    picture; a step's seed may be unset (-1: the state's generator, which an earlier step seeded)."""
     specs = []
     for p in params:
         if not p.name:
@@ -105,7 +113,8 @@ def input_specs(params, templates=None, typed_by_default=False) -> list[ParamSpe
         hint, kind = p.type_hint, kind_of(p.type_hint)
         if p.name == SEED_NAME and (hint is None or typed_by_default):
             kind = "seed"
-            options[UNSET] = -1
+            if not whole_call:
+                options[UNSET] = -1
         elif typed_by_default:
             hint, kind, options = _call_value(p, hint, (templates or {}).get(p.name), options)
         specs.append(ParamSpec(name=p.name, kind=kind, type_hint=hint, default=p.default, required=bool(p.required),
@@ -128,8 +137,8 @@ def _call_value(p, hint, template, options):
     - counts are 1 or more (`COUNTS`), other ints with a default of 0 or more are not negative;
     - an input with no UI template (not one of diffusers' standard parameters) is `options["advanced"]`: a host
       may tuck it away."""
-    if not template:
-        options["advanced"] = True  # not one of diffusers' standard parameters: shown behind "advanced"
+    if not template or template.get("type") in COMPUTED_TEMPLATES:
+        options["advanced"] = True  # not one of diffusers' standard parameters a user gives: behind "advanced"
     template = template or {}
     media = media_kind(p.name, hint, template) if type(p.default) not in WIDGET_KINDS else None
     if media is not None:
@@ -146,6 +155,7 @@ def _call_value(p, hint, template, options):
         return hint, kind, options
     if kind in ("int", "float") and template.get("type") in ("int", "float"):
         options = {**{k: template[k] for k in ("min", "max", "step") if k in template}, **options}
+    options.update(HOST_LIMITS.get(p.name, {}) if kind in ("int", "float") else {})
     if kind == "str" and template.get("type") == "dropdown" and "choices" not in options:
         options["choices"] = list(template.get("options") or []) or None
     if template.get("display") == "textarea":
@@ -153,7 +163,7 @@ def _call_value(p, hint, template, options):
     if kind == "int" and p.name in SIZES:  # ComfyUI's own least size (EmptyLatentImage), not a template's 64
         options["min"] = min(options.get("min", MIN_SIZE), MIN_SIZE)
     if kind == "int" and p.name in COUNTS:
-        options = {"min": 1, "max": COUNTS[p.name], **options}
+        options = {**options, "min": 1, "max": COUNTS[p.name]}  # ComfyUI's (KSampler's steps), not a slider's
     elif kind == "int" and isinstance(p.default, int) and p.default >= 0:
         options.setdefault("min", 0)
     if p.default is not None:

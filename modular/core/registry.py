@@ -72,7 +72,8 @@ class BlockEntry:
         params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
         if not self.templated:
             return input_specs(params)
-        specs = input_specs(params, templates=compat.ui_templates(), typed_by_default=True)
+        specs = input_specs(params, templates=compat.ui_templates(), typed_by_default=True,
+                            whole_call=self.role == "workflow")
         if self.role == "loop" and self.default_blocks:
             # the call's values its own blocks read (Helios' generator, a pyramid's steps): widgets, tucked away,
             # for a chain whose earlier steps do not declare them
@@ -151,9 +152,10 @@ class Registry:
         self.entries[name] = entry
 
 
-def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry:
+def discover(user_dirs=(), include_pack=True, include_shipped=False, cache=None) -> Registry:
     """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder, then (with
-    `include_shipped`) diffusers' own loops, loop blocks and steps (`add_shipped`)."""
+    `include_shipped`) diffusers' own loops, loop blocks and steps (`add_shipped`; `cache`: where the reading of
+    diffusers' source is kept, `pipelines.declarations`)."""
     registry = Registry()
     if include_pack:
         for path in sorted(PACK_BLOCKS_DIR.glob("*.py")):
@@ -164,16 +166,22 @@ def discover(user_dirs=(), include_pack=True, include_shipped=False) -> Registry
     for folder in user_dirs:
         scan_folder(registry, Path(folder))
     if include_shipped:
-        add_shipped(registry)
+        add_shipped(registry, cache=cache)
     return registry
 
 
-def add_shipped(registry: Registry, root: Path | None = None) -> Registry:
+def add_shipped(registry: Registry, root: Path | None = None, cache=None) -> Registry:
     """Add diffusers' own loops, loop blocks and steps (found from source, `pipelines.scan`; each imported when
-    used) to `registry`; a name the registry already has keeps its first owner."""
-    from ..pipelines.scan import scan, scan_workflows
+    used) to `registry`; a name the registry already has keeps its first owner. `root`: another diffusers'
+    modular_pipelines folder (read as it is); `cache`: where the reading of the installed one is kept."""
+    from ..pipelines.scan import scan, scan_workflows, shipped
 
-    for found in [*scan(root), *scan_workflows(root)]:
+    if root is not None:
+        found_all = [*scan(root), *scan_workflows(root)]
+    else:
+        read = shipped(cache)
+        found_all = [*read.classes, *read.workflows]
+    for found in found_all:
         if found.name not in registry.entries:
             registry.entries[found.name] = BlockEntry(
                 found.name, found.role, "diffusers", f"diffusers/modular_pipelines/{found.family}/{found.stage}.py",

@@ -89,7 +89,8 @@ def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
     for mask, (h, w) in masks.items():
         for image, (ih, iw) in images.items():
             if (h, w) != (ih, iw):
-                hint = ("scale it, e.g. with Upscale Image / ImageToMask of the same image" if not _empty(media[mask])
+                hint = (f"scale the mask to {iw}x{ih}: Resize Image/Mask (ComfyUI 0.33 and later) takes a MASK, or "
+                        f"Convert Mask to Image -> Upscale Image -> Convert Image to Mask" if not _empty(media[mask])
                         else "it is empty: Load Image gives an empty 64x64 mask for an image without alpha; paint the "
                              "area to change in Load Image's mask editor")
                 raise LoopConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "

@@ -3,6 +3,9 @@ scheduler and guider carried in the state), one pipeline step run on a state, an
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from dataclasses import dataclass
 
 from ..core import compat
@@ -50,10 +53,20 @@ class RunComponents:
         return self._given.get("guider") or compat.carried(state).get("guider") or getattr(self._pipeline, "guider", None)
 
     def __getattr__(self, name):
+        """The run's own scheduler / guider, else the pipeline's attribute; but a property or method of the
+        pipeline's class (`requires_unconditional_embeds`, `components`, ...) is evaluated on this view, so what it
+        reads of `self.guider` / `self.scheduler` is the run's, as `pipe.update_components(guider=...)` would make
+        it for diffusers' own call."""
         own = self.__dict__.get("_own", {})
         if name in own:
             return own[name]
-        return getattr(self.__dict__["_pipeline"], name)
+        pipeline = self.__dict__["_pipeline"]
+        found = inspect.getattr_static(type(pipeline), name, None)
+        if isinstance(found, (property, functools.cached_property)):
+            return found.__get__(self, type(pipeline))
+        if isinstance(found, types.FunctionType) and name not in vars(pipeline):
+            return types.MethodType(found, self)
+        return getattr(pipeline, name)
 
     def cleanup(self):
         """Remove the hooks put on the denoising model during this node's run (a guider's: PAG, SLG, SEG install

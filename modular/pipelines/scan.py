@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PACKAGE = "diffusers.modular_pipelines"
@@ -236,3 +236,38 @@ def scan_guiders(root: Path | None = None) -> list[ShippedGuider]:
 
         found.extend(ShippedGuider(path.stem, name) for name in classes if name != GUIDER_BASE and derives(name))
     return found
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """Everything diffusers ships that becomes a node: its loops, loop blocks and steps (`scan`), its workflow classes
+    (`scan_workflows`) and its guiders (`scan_guiders`)."""
+
+    classes: tuple
+    workflows: tuple
+    guiders: tuple
+
+
+SECTION = "shipped"
+_found: Shipped | None = None
+
+
+def shipped(cache=None) -> Shipped:
+    """What diffusers ships, read from its source once per process, and kept in `cache` (a
+    `declarations.DeclarationCache`) for the next starts of the same diffusers: a start with a kept reading parses
+    no source. Later calls (e.g. at run time) get the same reading."""
+    global _found
+    if _found is not None and cache is None:
+        return _found
+    kept = cache.section(SECTION) if cache is not None else {}
+    try:
+        _found = Shipped(tuple(ShippedClass(**{**c, "workflows": tuple(c["workflows"])}) for c in kept["classes"]),
+                         tuple(ShippedClass(**{**c, "workflows": tuple(c["workflows"])}) for c in kept["workflows"]),
+                         tuple(ShippedGuider(**g) for g in kept["guiders"]))
+    except (KeyError, TypeError):  # nothing kept (or kept by another layout): read the source
+        _found = Shipped(tuple(scan()), tuple(scan_workflows()), tuple(scan_guiders()))
+        if cache is not None:
+            cache.put(SECTION, {"classes": [asdict(c) for c in _found.classes],
+                                "workflows": [asdict(c) for c in _found.workflows],
+                                "guiders": [asdict(g) for g in _found.guiders]})
+    return _found

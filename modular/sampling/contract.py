@@ -88,7 +88,8 @@ def provided_in_loop(registry, entry) -> set[str]:
     included)."""
     if entry.role == "loop":
         return set(HOST_VALUES) if is_denoise_loop(entry) else set()
-    families = {loop.family for loop in registry.loops() if is_denoise_loop(loop) and loop.family is not None}
+    families = {loop.family for loop in registry.loops()  # diffusers' own loops run on pipelines, never as samplers
+                if loop.origin != "diffusers" and is_denoise_loop(loop) and loop.family is not None}
     return set(PROVIDED_IN_LOOP) if entry.family in families else set()
 
 
