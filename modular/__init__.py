@@ -16,7 +16,7 @@ pack's own block files). A plain script can run any loop:
 
 from .core import compat
 from .core.compat import state_values
-from .core.errors import BlockStepError, LoopConfigError, LoopError
+from .core.errors import BlockStepError, ConfigError, LoopConfigError, LoopError, ModularError  # (Loop*: the 0.1.0 names)
 from .core.params import NOT_GIVEN, ParamSpec, check_value, parse_json_widget
 from .core.registry import BlockEntry, LoadProblem, Registry, discover
 from .core.runner import BlockConfig, LoopComponents, LoopResult, StepHooks, run_loop
@@ -25,7 +25,7 @@ from .core.state import copy_state, describe
 PACK_VERSION = "0.1.0"  # pyproject.toml's version (a core test keeps them equal); recorded in state files
 
 __all__ = [
-    "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "LoopConfigError",
-    "LoopError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value", "compat",
+    "BlockConfig", "BlockEntry", "BlockStepError", "LoadProblem", "LoopComponents", "ConfigError",
+    "ModularError", "LoopResult", "NOT_GIVEN", "ParamSpec", "Registry", "StepHooks", "check_value", "compat",
     "copy_state", "describe", "discover", "parse_json_widget", "run_loop", "state_values",
 ]

@@ -21,14 +21,14 @@ import tempfile
 from pathlib import Path
 
 from .core import compat
-from .core.errors import LoopError
+from .core.errors import ModularError
 
 FORMAT = 1
 META_KEY = "modular_loops.state"
 SUFFIX = ".safetensors"
 
 
-class StateFileError(LoopError):
+class StateFileError(ModularError):
     """A state that cannot be saved, or a file that is not a state file; the message names the file and why."""
 
 

@@ -1,8 +1,8 @@
 """Node classes generated from block declarations: one loop node per loop wrapper, one block node per
 loop block. Node ids are a compatibility promise (docs/compatibility.md): `ModularLoop_<Class>`,
-`ModularBlock_<Class>` (and `ModularStep_<Class>` for a pipeline step, `nodes/pipelines.py`), named after the
+`ModularBlock_<Class>` (and `ModularStep_<Class>` for a pipeline step, `nodes/diffusers/`), named after the
 class alone so that moving a file keeps workflows working. Other areas make the nodes of the entries that are
-theirs (`generate_nodes`' `makers`): denoise loops (`nodes/sampling.py`), diffusers' own (`nodes/pipelines.py`).
+theirs (`generate_nodes`' `makers`): denoise loops (`nodes/sampling.py`), diffusers' own (`nodes/diffusers/`).
 
 Pure: nothing here imports ComfyUI at import time (a loop node's run takes ComfyUI's hooks from `host`)."""
 
@@ -15,22 +15,21 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..modular import BlockConfig, LoopConfigError, run_loop
-from ..modular.core.errors import loop_where
+from ..modular import BlockConfig, ConfigError, run_loop
+from ..modular.core.errors import node_where
 from ..modular.core.runner import NO_BLOCKS_HINT, require_blocks
 from ..modular.sampling import is_denoise_loop, provided_in_loop
-from . import widgets
+from . import names, widgets
+from .names import MAX_BLOCKS
 from .widgets import BLOCK_TYPE, STATE_TYPE
 
 CATEGORY = "Modular Loops"
-MAX_BLOCKS = 16
-BLOCK_SOCKET = re.compile(r"block_(\d+)")
-NODE_KINDS = {"loop": "ModularLoop", "block": "ModularBlock", "step": "ModularStep", "workflow": "ModularWorkflow"}
+BLOCK_SOCKET = re.compile(rf"{names.BLOCK_SOCKET}(\d+)")
 log = logging.getLogger("modular_loops")
 
 
 def node_id(entry) -> str:
-    return f"{NODE_KINDS[entry.role]}_{entry.name}"
+    return names.NODE_PREFIXES[entry.role] + entry.name
 
 
 class _Lazy:
@@ -58,7 +57,7 @@ def attached_blocks(kwargs) -> list:
 
 
 def block_sockets():
-    return {f"block_{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
+    return {f"{names.BLOCK_SOCKET}{i}": (BLOCK_TYPE, {"tooltip": f"Loop block run {_ordinal(i)} in every step."})
             for i in range(1, MAX_BLOCKS + 1)}
 
 
@@ -146,8 +145,8 @@ class BlockSocketsNode(DeclaredNode):
         if not attached and cls.ENTRY.default_blocks:
             return problems  # it runs its own blocks (`block_classes`)
         try:
-            require_blocks(attached, loop_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
-        except LoopConfigError as e:
+            require_blocks(attached, node_where(cls.ENTRY.name), cls.NO_BLOCKS_HINT)
+        except ConfigError as e:
             problems.append(str(e))
         return problems
 
@@ -183,17 +182,13 @@ class LoopNode(BlockSocketsNode):
     def run(self, unique_id=None, state=None, **kwargs):
         from . import host  # ComfyUI's hooks, only when a loop runs inside it
 
-        entry, label, blocks = self.ENTRY, loop_where(self.ENTRY.name, unique_id), attached_blocks(kwargs)
+        entry, label, blocks = self.ENTRY, node_where(self.ENTRY.name, unique_id), attached_blocks(kwargs)
         sockets = {name: kwargs.pop(name, None) for name in self.own_sockets()}
         given, components = self.given(kwargs)
         with self.run_components(components, blocks, state, label, **sockets) as components:
-            with host.failed_block_reported():
-                result = run_loop(entry.cls, blocks, loop_values=given, state=state, components=components,
-                                  hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(),
-                                  label=label)
-        for note in result.notes:
-            log.warning("[Modular Loops] %s", note)
-        return (result.state,)
+            return host.reported(lambda: run_loop(
+                entry.cls, blocks, loop_values=given, state=state, components=components,
+                hooks=host.step_hooks(progress=host.progress_bar_hook()), device=host.device(), label=label))
 
 
 def _ordinal(i):
@@ -213,12 +208,12 @@ def make_node(entry, base=None, nid=None, provided_in_loop=(), category=None) ->
 
 
 def _validate_inputs(cls):
-    names = widgets.validated_names(cls.specs())
+    checked = widgets.validated_names(cls.specs())
     if cls.ENTRY.role == "loop":
         # ComfyUI files a failed check once per validated input it was given; the JSON widgets are always
         # given, and where there are none the hidden unique_id is, so a problem is reported exactly once.
-        names = (names or ["unique_id"]) + list(block_sockets())
-    return _validator(names, lambda c, kw: c.check(kw))
+        checked = (checked or ["unique_id"]) + list(block_sockets())
+    return _validator(checked, lambda c, kw: c.check(kw))
 
 
 @dataclass(frozen=True)
@@ -236,7 +231,7 @@ def entry_nodes(entry, registry) -> dict:
 
 def is_plain(entry) -> bool:
     """A loop or block whose node is made here: not a denoise loop (its nodes are samplers, `nodes/sampling.py`),
-    not one of diffusers' own (`nodes/pipelines.py`)."""
+    not one of diffusers' own (`nodes/diffusers/`)."""
     return entry.origin != "diffusers" and not is_denoise_loop(entry)
 
 

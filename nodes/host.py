@@ -5,14 +5,16 @@ loop fails (the frontend outlines that node)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import comfy.model_management
 import comfy.utils
 from server import PromptServer
 
-from ..modular import LoopError, StepHooks
+from ..modular import ModularError, StepHooks
 
 FAILED_BLOCK_EVENT = "modular_loops.failed_block"
+log = logging.getLogger("modular_loops")
 
 
 def step_hooks(**hooks) -> StepHooks:
@@ -102,12 +104,22 @@ def load_components(pipeline, names):
         comfy.model_management.load_models_gpu(patchers)
 
 
+def reported(run) -> tuple:
+    """The one tail of a node that runs a loop or a step: `run()` (-> a result with `state` and `notes`), the block
+    node at fault told to the page if it fails (`failed_block_reported`), its notes logged. -> (state,)"""
+    with failed_block_reported():
+        result = run()
+    for note in result.notes:
+        log.warning("[Modular Loops] %s", note)
+    return (result.state,)
+
+
 @contextlib.contextmanager
 def failed_block_reported():
     """Re-raise a loop's error, first telling the page which block node it names (`block_node`)."""
     try:
         yield
-    except LoopError as e:
+    except ModularError as e:
         server = getattr(PromptServer, "instance", None)
         if e.block_node is not None and server is not None:
             server.send_sync(FAILED_BLOCK_EVENT, {"node": str(e.block_node)}, server.client_id)

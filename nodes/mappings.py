@@ -13,7 +13,9 @@ import folder_paths
 
 from ..modular import discover
 from ..modular.pipelines.declarations import DeclarationCache
-from . import listing, pipelines, sampling, state_files
+from ..modular.pipelines.scan import add_shipped
+from . import listing, names, sampling, state_files
+from .diffusers import NODES as DIFFUSERS_NODES, entry_nodes as diffusers_entry_nodes, expand_workflow, guider_nodes
 from .factory import generate_nodes
 
 BLOCKS_FOLDER = "modular_blocks"
@@ -44,17 +46,17 @@ def build_mappings():
     started = time.perf_counter()
     folders = block_folders()
     cache = declaration_cache()
-    registry = discover(folders, include_shipped=True, cache=cache)
+    registry = add_shipped(discover(folders), cache=cache)
     for problem in registry.problems:
         log.error("[Modular Loops] could not load blocks from %s", problem)
-    generated = generate_nodes(registry, (pipelines.entry_nodes, sampling.entry_nodes))
+    generated = generate_nodes(registry, (diffusers_entry_nodes, sampling.entry_nodes))
     classes = {nid: node.cls for nid, node in generated.items()}
-    names = {nid: node.display for nid, node in generated.items()}
+    shown = {nid: node.display for nid, node in generated.items()}
     origins = {nid: node.origin for nid, node in generated.items()}
-    guiders = pipelines.guider_nodes()
-    for nid, (cls, display) in {**state_files.NODES, **pipelines.NODES, **guiders}.items():
+    guiders = guider_nodes()
+    for nid, (cls, display) in {**state_files.NODES, **DIFFUSERS_NODES, **guiders}.items():
         classes[nid] = cls
-        names[nid] = display
+        shown[nid] = display
     diffusers_nodes = {nid: cls for nid, cls in classes.items()
                        if nid in guiders or (nid in origins and origins[nid]["origin"] == "diffusers")}
     made = listing.keep(diffusers_nodes, cache)
@@ -62,12 +64,14 @@ def build_mappings():
     if made:
         log.info("[Modular Loops] read the declarations of %d diffusers nodes (diffusers %s) in %.1f s; kept in %s for "
                  "the next starts", made, diffusers.__version__, time.perf_counter() - started, cache.folder)
-    return classes, names, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems],
-                            "diffusers_version": diffusers.__version__}  # a saved diffusers node records it
+    return classes, shown, {"nodes": origins, "folders": folders, "problems": [str(p) for p in registry.problems],
+                            "diffusers_version": diffusers.__version__,  # a saved diffusers node records it
+                            "names": names.for_page()}
 
 
 def add_routes(info):
-    """GET /modular_loops/blocks: the installed loops and blocks, the blocks folders, the load problems."""
+    """GET /modular_loops/blocks: the installed loops and blocks, the blocks folders, the load problems, the names
+    the page uses (`names.for_page`)."""
     from aiohttp import web
     from server import PromptServer
 
@@ -85,7 +89,7 @@ def add_routes(info):
         q = request.rel_url.query
         given = [n for n in q.get("given", "").split(",") if n]
         try:
-            chain = pipelines.expand_workflow(NODE_CLASS_MAPPINGS, q.get("node", ""), q.get("workflow", ""), given)
+            chain = expand_workflow(NODE_CLASS_MAPPINGS, q.get("node", ""), q.get("workflow", ""), given)
         except Exception as e:  # an unknown node or workflow: said, not a server error
             return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=400)
         return web.json_response(chain)

@@ -19,13 +19,14 @@ import comfy.model_sampling
 import comfy.samplers
 from comfy_extras.nodes_custom_sampler import BasicScheduler, SamplerCustom
 
-from ..modular import LoopConfigError, compat
-from ..modular.core.errors import loop_where
+from ..modular import ConfigError, compat
+from ..modular.core.errors import node_where
 from ..modular.core.state import copy_value
 from ..modular.sampling import (DENOISE_NO_BLOCKS_HINT, HostValues, continued_schedule, is_denoise_loop, plan_denoise,
                                 provided_in_loop, resumable, stopped_at)
 from ..modular.state_files import Autosave
 from . import host
+from .names import NODE_PREFIXES
 from .factory import BlockSocketsNode, attached_blocks, block_sockets, make_node
 from .state_files import STATES_PREFIX, new_state_file, shown_name
 from .widgets import STATE_TYPE
@@ -51,7 +52,7 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
         extra_args = dict(extra_args or {})
         channels = base.latent_format.latent_channels
         if x.ndim >= 2 and x.shape[1] != channels:
-            raise LoopConfigError(
+            raise ConfigError(
                 f"{plan.label}: the latent has {x.shape[1]} channels but the model ({type(base).__name__}) works on "
                 f"{channels}; use a latent made for this model (its VAE, or Empty Latent Image)")
 
@@ -62,7 +63,7 @@ def denoise_sampler(plan, schedule_so_far=None, start_step=0, resume=None, out=N
             initial = on_device(resume, x)
             latents = initial.get("latents")
             if getattr(latents, "shape", None) != x.shape:
-                raise LoopConfigError(f"{plan.label}: the state's latents are {tuple(getattr(latents, 'shape', ()))}, "
+                raise ConfigError(f"{plan.label}: the state's latents are {tuple(getattr(latents, 'shape', ()))}, "
                                       f"the latent given is {tuple(x.shape)}: resume with a latent of the same size")
             drawn = int(initial.get("noise_draws") or 0)
             restore_inpaint_noise(model, initial.get("noise"), plan.label)
@@ -115,7 +116,7 @@ def restore_inpaint_noise(model, kept, label):
     if not torch.is_tensor(kept) or not hasattr(model, "noise"):
         return
     if torch.is_tensor(model.noise) and tuple(kept.shape) != tuple(model.noise.shape):
-        raise LoopConfigError(f"{label}: the state's noise is {tuple(kept.shape)}, the latent given is "
+        raise ConfigError(f"{label}: the state's noise is {tuple(kept.shape)}, the latent given is "
                               f"{tuple(model.noise.shape)}: resume with a latent of the same size")
     like = model.noise if torch.is_tensor(model.noise) else kept
     model.noise = kept.to(device=like.device, dtype=like.dtype)
@@ -227,13 +228,13 @@ class DenoiseLoopNode(BlockSocketsNode):
             try:
                 new_state_file(prefix)  # ComfyUI's own check of the name, before the run rather than at step N
             except Exception as e:
-                raise LoopConfigError(f"{loop_where(self.ENTRY.name, unique_id)}: save_prefix {prefix!r}: "
+                raise ConfigError(f"{node_where(self.ENTRY.name, unique_id)}: save_prefix {prefix!r}: "
                                       f"{str(e).strip('* ')}") from e
             options["save"] = (save_every, prefix, unique_id)
         given, components = self.given(kwargs)
         with host.failed_block_reported():
             plan = plan_denoise(self.ENTRY.cls, attached_blocks(kwargs), given, components,
-                                loop_where(self.ENTRY.name, unique_id))
+                                node_where(self.ENTRY.name, unique_id))
         return denoise_sampler(plan, **options), plan.label
 
 
@@ -301,18 +302,18 @@ class KSamplerNode(DenoiseLoopNode):
                start_step=0, end_step=10000, state=None, save_every=0, save_prefix=None, **kwargs):
         """KSampler's sigmas (BasicScheduler) and ComfyUI's own SamplerCustom with this loop as its SAMPLER; steps
         start_step .. end_step of them, continuing `state` when given."""
-        label = loop_where(self.ENTRY.name, unique_id)
+        label = node_where(self.ENTRY.name, unique_id)
         sigmas = schedule(model, scheduler, steps, denoise)
         if len(sigmas) < 2:
-            raise LoopConfigError(f"{label}: zero steps: denoise {denoise} with {steps} steps leaves nothing to run")
+            raise ConfigError(f"{label}: zero steps: denoise {denoise} with {steps} steps leaves nothing to run")
         end = min(end_step, len(sigmas) - 1)
         if start_step >= end:
-            raise LoopConfigError(f"{label}: start_step {start_step} leaves no step before end_step {end} "
+            raise ConfigError(f"{label}: start_step {start_step} leaves no step before end_step {end} "
                                   f"({len(sigmas) - 1} steps in all)")
         if state is not None:
             position = stopped_at(state)
             if position is not None and position != start_step:
-                raise LoopConfigError(f"{label}: the state stopped at step {position}; set start_step to {position} to "
+                raise ConfigError(f"{label}: the state stopped at step {position}; set start_step to {position} to "
                                       f"resume it (it is {start_step})")
         out = {}
         sampler, _ = self.make_sampler(unique_id, kwargs, save_every, save_prefix, schedule_so_far=sigmas[: end + 1],
@@ -332,6 +333,6 @@ def entry_nodes(entry, registry) -> dict | None:
     if not is_denoise_loop(entry):
         return None
     hidden = provided_in_loop(registry, entry)
-    return {f"{kind}_{entry.name}": (make_node(entry, base, f"{kind}_{entry.name}", hidden), f"{entry.name} {shown}")
-            for kind, base, shown in (("ModularSampler", SamplerNode, "Sampler"),
-                                      ("ModularKSampler", KSamplerNode, "KSampler"))}
+    return {NODE_PREFIXES[kind] + entry.name: (make_node(entry, base, NODE_PREFIXES[kind] + entry.name, hidden),
+                                                f"{entry.name} {shown}")
+            for kind, base, shown in (("sampler", SamplerNode, "Sampler"), ("ksampler", KSamplerNode, "KSampler"))}

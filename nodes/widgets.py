@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from ..modular import NOT_GIVEN, parse_json_widget
-from ..modular.core.params import MIN_SIZE, SIZES, UNSET
+from ..modular.core.params import UNSET
+from ..modular.pipelines.params import MIN_SIZE, SIZES
 from ..modular.pipelines.media import as_pipeline_media, check_sizes
 
 BLOCK_TYPE = "LOOP_BLOCK"
@@ -108,7 +109,8 @@ def widget_entry(spec):
 def link_sockets(specs, component_specs=()) -> dict[str, str]:
     """{JSON input name: its link socket}: `x` gets `x_link`, unless an input or component of that name is declared."""
     declared = {s.name for s in specs} | {s.name for s in component_specs}
-    return {s.name: s.name + LINK_SUFFIX for s in specs if s.kind == "json" and s.name + LINK_SUFFIX not in declared}
+    return {s.name: s.name + LINK_SUFFIX for s in specs
+            if s.kind == "json" and s.options.get("link", True) and s.name + LINK_SUFFIX not in declared}
 
 
 def input_types(specs, component_specs):

@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, ui_to_api  # noqa: E402
+from tools.comfy_client import ComfyProcess, Graph, RunResult, ValidationError, ui_to_api, widget_values  # noqa: E402
 
 __all__ = ["ComfyServer", "Graph", "Interrupted", "RunResult", "interrupt_at_first_step", "ValidationError", "ui_to_api",
+           "widget_values",
            "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
            "TINY_SDXL", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]

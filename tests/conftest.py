@@ -89,3 +89,15 @@ def comfy_server(tmp_path_factory):
     server = start_test_server(comfy, comfy_python(comfy), tmp_path_factory.mktemp("comfy_base"), FIXTURES)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    """The host tier's server (a module may start its own instead, e.g. per cache mode)."""
+    return comfy_server
+
+
+@pytest.fixture(scope="module")
+def info(server):
+    """The server's node definitions (GET /object_info)."""
+    return server.object_info()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfy_host import comfy_python, find_comfyui, missing_modules, start_test_server
-from conftest import FIXTURES, ROOT, SKIPPED_TIERS, skip_tier
+from conftest import FIXTURES, REPORT, ROOT, SKIPPED_TIERS, skip_tier
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 ARTIFACTS = ROOT / "tests" / ".artifacts" / "browser"
@@ -219,6 +219,12 @@ def test_missing_diffusers_node_names_its_class_and_the_diffusers_it_was_saved_w
     assert any("Modular Loops: missing blocks" in t for t in r["toast"])
     # what lets a later server say so: a diffusers node made here records this server's diffusers next to its origin
     assert rec["saved"] == {"origin": "diffusers", "source": rec["served"]["source"], "diffusers_version": rec["version"]}, rec
+    # a workflow node (all the templates are workflow nodes) records its origin and is named when missing
+    flow = rec["workflow"]
+    assert flow["saved"] == {"origin": "diffusers", "source": flow["served"]["source"],
+                             "diffusers_version": rec["version"]}, flow
+    assert ("diffusers workflow node NoSuchAutoBlocks is one of diffusers' own "
+            "(diffusers/modular_pipelines/flux/modular_blocks_flux.py), saved with diffusers 0.42.1") in text, text
 
 
 def subgraph_result(page_results, name):
@@ -258,6 +264,21 @@ def test_failing_block_in_a_subgraph_is_outlined_inside_and_on_the_subgraph_node
     assert r["atRoot"]["holder"]["failed"] and r["atRoot"]["bad"]["failed"] and not r["atRoot"]["loop"]["failed"], r
     assert not r["cleared"]["failed"] and not r["cleared"]["holder"]["failed"] and not r["cleared"]["bad"]["failed"], r
     assert r["cleared"]["elements"] == 0, r
+
+
+def test_a_workflow_template_fits_the_screen_shows_its_workflows_inputs_and_queues_to_pipe(page_results):
+    # The SDXL text2image template's one node: no taller than a 1000 px screen at zoom 1 (it had 75 inputs), the
+    # media sockets of the chosen workflow only, and, queued on the tiny folder, diffusers' own pipe() picture.
+    r = result(page_results, "workflow_template_fits")
+    m = r["measured"]
+    height = m["domHeight"] or m["canvasHeight"]
+    assert height <= 1000, m
+    assert "more" in m["widgets"] and "clip_skip" not in m["widgets"], m
+    assert "image" not in m["inputs"] and "mask_image" not in m["inputs"], m  # text2image reads neither
+    assert {"image", "mask_image"} <= set(r["inpainting"]) and "control_image" not in r["inpainting"], r["inpainting"]
+    assert "image" not in r["text2image"] and "pipeline" in r["text2image"], r["text2image"]
+    assert r["queued"]["max_abs_diff"] is not None and r["queued"]["max_abs_diff"] <= 1e-5, r["queued"]
+    REPORT.append(f"{page_results['frontend']}: the SDXL workflow template's node is {height:.0f} px high at zoom 1")
 
 
 def test_a_workflow_node_expands_in_place_into_steps_that_give_the_same_picture(page_results):

@@ -12,8 +12,8 @@ from conftest import FIXTURES, ROOT
 from modular import (
     BlockConfig,
     BlockStepError,
-    LoopConfigError,
-    LoopError,
+    ConfigError,
+    ModularError,
     StepHooks,
     check_value,
     copy_state,
@@ -185,7 +185,7 @@ def test_interrupt_without_passthrough_is_reported_as_loop_error():
     def interrupt():
         raise Stop()
 
-    with pytest.raises(LoopError, match="near step 0: Stop"):
+    with pytest.raises(ModularError, match="near step 0: Stop"):
         guide(1, 3, hooks=StepHooks(interrupt=interrupt))
 
 
@@ -193,20 +193,20 @@ def test_interrupt_without_passthrough_is_reported_as_loop_error():
 
 
 def test_no_blocks_attached():
-    with pytest.raises(LoopConfigError, match=r"^LoopWrapper \(node 5\): no loop blocks attached; connect at least one"):
+    with pytest.raises(ConfigError, match=r"^LoopWrapper \(node 5\): no loop blocks attached; connect at least one"):
         run_loop(LoopWrapper, [], {"num_steps": 3}, label="LoopWrapper (node 5)")
 
 
 def test_required_input_missing(registry):
     add = registry.entries["AddBlock"].cls
-    with pytest.raises(LoopConfigError, match=r"required input 'amount' is missing: give it on block 'a' \(AddBlock, node 4\)"):
+    with pytest.raises(ConfigError, match=r"required input 'amount' is missing: give it on block 'a' \(AddBlock, node 4\)"):
         run_loop(LoopWrapper, [("a", BlockConfig(add, {"x": 0}, node="4"))], {"num_steps": 2})
     ok = run_loop(LoopWrapper, [("a", BlockConfig(add, {"x": 0}))], {"num_steps": 2}, state=_state(amount=5))
     assert ok.state.get("x") == 10
 
 
 def test_wrong_type(user):
-    with pytest.raises(LoopConfigError, match=r"input 'factor' of block 'b' \(MultiplyBlock, node 9\).*expected int, got str") as e:
+    with pytest.raises(ConfigError, match=r"input 'factor' of block 'b' \(MultiplyBlock, node 9\).*expected int, got str") as e:
         run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0})),
                                ("b", BlockConfig(user["MultiplyBlock"], {"factor": "3"}, node="9"))],
                  {"num_steps": 1})
@@ -214,7 +214,7 @@ def test_wrong_type(user):
 
 
 def test_conflicting_values_are_reported_not_resolved():
-    with pytest.raises(LoopConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0}, node="3")),
                                ("b", BlockConfig(LoopBlock, {"x": 5}, node="4"))], {"num_steps": 1})
     msg = str(info.value)
@@ -254,16 +254,16 @@ def test_block_raising_at_step_1_names_loop_block_class_step_cause(user):
 
 def test_where_a_loop_and_a_block_are_named():
     # One form, built in one place (modular.core.errors); messages and the hosts' tests read it.
-    from modular.core.errors import block_where, loop_where
+    from modular.core.errors import block_where, node_where
 
     assert block_where("block_2", "FailAtStepBlock", "7") == "'block_2' (FailAtStepBlock, node 7)"
     assert block_where("block_2", "FailAtStepBlock") == "'block_2' (FailAtStepBlock)"
-    assert loop_where("LoopWrapper", 5) == "LoopWrapper (node 5)" and loop_where("LoopWrapper") == "LoopWrapper"
+    assert node_where("LoopWrapper", 5) == "LoopWrapper (node 5)" and node_where("LoopWrapper") == "LoopWrapper"
     assert BlockConfig(LoopBlock, node="7").where("b") == "'b' (LoopBlock, node 7)"
 
 
 def test_wrapper_failure_outside_blocks_is_a_loop_error():
-    with pytest.raises(LoopError, match="LoopWrapper failed"):
+    with pytest.raises(ModularError, match="LoopWrapper failed"):
         run_loop(LoopWrapper, [("a", BlockConfig(LoopBlock, {"x": 0}))], {"num_steps": "three"})
 
 

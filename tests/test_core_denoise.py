@@ -7,7 +7,7 @@ checks (sigmas, block order, NaN) against their messages."""
 import pytest
 import torch
 
-from modular import BlockConfig, BlockStepError, LoopConfigError, StepHooks
+from modular import BlockConfig, BlockStepError, ConfigError, StepHooks
 from modular.blocks import denoise as blocks
 from modular.blocks.diffusers_step import SCHEDULERS, DiffusersSchedulerStep
 from modular.sampling import HostValues, check_sigmas, run_denoise
@@ -187,22 +187,22 @@ def test_dynamic_threshold_bounds_x0():
 
 
 def test_sigmas_must_be_strictly_decreasing_with_a_step():
-    with pytest.raises(LoopConfigError, match=r"strictly decreasing, but sigma\[2\] = 3 follows sigma\[1\] = 3"):
+    with pytest.raises(ConfigError, match=r"strictly decreasing, but sigma\[2\] = 3 follows sigma\[1\] = 3"):
         check_sigmas(torch.tensor([5.0, 3.0, 3.0, 0.0]), "L")
-    with pytest.raises(LoopConfigError, match="zero steps"):
+    with pytest.raises(ConfigError, match="zero steps"):
         check_sigmas(torch.tensor([0.0]), "L")
-    with pytest.raises(LoopConfigError, match="zero steps"):
+    with pytest.raises(ConfigError, match="zero steps"):
         run(blocks.EulerStep, sigmas=torch.tensor([1.0]))
 
 
 def test_blocks_must_form_a_denoise_loop():
-    with pytest.raises(LoopConfigError, match="no step block"):
+    with pytest.raises(ConfigError, match="no step block"):
         run()
-    with pytest.raises(LoopConfigError, match=r"'block_1' \(EulerStep, node 4\) reads 'denoised'.*PredictDenoised") as info:
+    with pytest.raises(ConfigError, match=r"'block_1' \(EulerStep, node 4\) reads 'denoised'.*PredictDenoised") as info:
         run_denoise(blocks.DenoiseLoop, [("block_1", BlockConfig(blocks.EulerStep, node="4"))],
                     HostValues(latents=NOISE, sigmas=SIGMAS, denoiser=denoiser))
     assert info.value.block_node == "4"  # the host marks that node
-    with pytest.raises(LoopConfigError, match="no loop blocks attached; connect a prediction block and a step block"):
+    with pytest.raises(ConfigError, match="no loop blocks attached; connect a prediction block and a step block"):
         run_denoise(blocks.DenoiseLoop, [], HostValues(latents=NOISE, sigmas=SIGMAS, denoiser=denoiser))
 
 
@@ -242,6 +242,6 @@ def test_nan_mid_loop_names_block_and_step():
 
 
 def test_host_values_cannot_be_given_on_a_node():
-    with pytest.raises(LoopConfigError, match="'latents' on block 'block_2'.*provided by the loop's host") as info:
+    with pytest.raises(ConfigError, match="'latents' on block 'block_2'.*provided by the loop's host") as info:
         run(BlockConfig(blocks.EulerStep, {"latents": torch.zeros(1)}, node="12"))
     assert info.value.block_node == "12"

@@ -157,7 +157,7 @@ def test_pure_modules_import_no_comfyui():
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from conftest import import_pack_module\n"
-        "import_pack_module('nodes.factory'); import_pack_module('nodes.widgets'); import_pack_module('nodes.pipelines')\n"
+        "import_pack_module('nodes.factory'); import_pack_module('nodes.widgets'); import_pack_module('nodes.diffusers')\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('comfy', 'nodes', 'server', 'folder_paths', 'comfy_api')]\n"
         "assert not bad, bad\n"
         "assert %r in sys.modules\n" % (str(ROOT / "tests"), PACK_PACKAGE)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import import_pack_module
-from modular import compat, copy_state
+from modular import ConfigError, compat, copy_state
 from modular.core.params import input_specs
+from modular.pipelines.params import call_input_specs
 from modular.core.state import seed_state, ValueSource
 from modular.pipelines import scan as shipped
 from modular.pipelines.latents import from_host_latent, to_host_latent
@@ -52,7 +53,8 @@ def test_guiders_found_from_source_are_diffusers_guiders():
 
 
 def test_a_shipped_entry_imports_its_class_only_when_used(tmp_path, monkeypatch):
-    from modular.core.registry import Registry, add_shipped
+    from modular.core.registry import Registry
+    from modular.pipelines.scan import add_shipped
 
     family = tmp_path / "fake_diffusers_pipelines" / "fam"
     family.mkdir(parents=True)
@@ -95,10 +97,10 @@ def test_source_reading_is_exact_where_a_regex_is_not(tmp_path):
 def test_diffusers_ui_templates_type_untyped_inputs():
     from diffusers.modular_pipelines import InputParam
 
-    specs = {s.name: s for s in input_specs([
+    specs = {s.name: s for s in call_input_specs([
         InputParam("prompt"), InputParam("height"), InputParam("generator"), InputParam("output_type", default="pil"),
         InputParam("batch_size", type_hint=int, required=True), InputParam("num_inference_steps", default=50)],
-        templates=compat.ui_templates(), typed_by_default=True)}
+        templates=compat.ui_templates())}
     assert specs["prompt"].kind == "str" and specs["prompt"].options["unset"] == "" and specs["prompt"].options["multiline"]
     assert specs["height"].kind == "int" and specs["height"].options["unset"] == 0  # 0: the state's value
     assert specs["generator"].kind == "seed" and specs["generator"].options["unset"] == -1
@@ -117,7 +119,7 @@ def test_a_call_value_is_given_once_and_read_from_the_state_after():
                 InputParam("use_kv_cache", default=True), InputParam("output_type", default="pil"),
                 InputParam("prompt", type_hint=str), InputParam("height", type_hint=int),
                 InputParam("generator", type_hint=torch.Generator)]
-    specs = input_specs(declared, templates=compat.ui_templates(), typed_by_default=True)
+    specs = call_input_specs(declared, templates=compat.ui_templates())
     unset = {"num_images_per_prompt": 1, "strength": 0.3, "use_kv_cache": True, "output_type": "pil", "prompt": "",
              "height": 0, "generator": -1}
     assert widgets.given_values(specs, unset) == {}
@@ -140,10 +142,10 @@ def test_call_values_have_sane_limits():
     from diffusers.modular_pipelines import InputParam
 
     widgets = import_pack_module("nodes.widgets")
-    specs = {s.name: s for s in input_specs([
+    specs = {s.name: s for s in call_input_specs([
         InputParam("num_images_per_prompt", default=1), InputParam("num_inference_steps", default=50),
         InputParam("height"), InputParam("width", type_hint=int, default=1024), InputParam("num_frames", default=81),
-        InputParam("num_reference_images", default=0)], templates=compat.ui_templates(), typed_by_default=True)}
+        InputParam("num_reference_images", default=0)], templates=compat.ui_templates())}
     limits = {name: (o["min"], o["max"]) for name, (_, o) in ((n, widgets.widget_entry(s)) for n, s in specs.items())}
     assert limits["num_images_per_prompt"] == (1, 4096) and limits["num_inference_steps"][0] == 1
     assert limits["height"] == (0, widgets.MAX_RESOLUTION) and limits["width"][1] == widgets.MAX_RESOLUTION
@@ -153,7 +155,8 @@ def test_call_values_have_sane_limits():
 
 
 def test_a_workflow_nodes_limits_are_comfyuis_and_computed_values_are_tucked_away():
-    from modular.core.registry import Registry, add_shipped
+    from modular.core.registry import Registry
+    from modular.pipelines.scan import add_shipped
 
     widgets = import_pack_module("nodes.widgets")
     entries = add_shipped(Registry()).entries
@@ -166,7 +169,7 @@ def test_a_workflow_nodes_limits_are_comfyuis_and_computed_values_are_tucked_awa
     wan = {s.name: widgets.widget_entry(s) for s in entries["WanBlocks"].input_specs()}
     assert wan["max_sequence_length"][1]["max"] <= 8192
     factory = import_pack_module("nodes.factory")
-    node = factory.make_node(entries["StableDiffusionXLAutoBlocks"], import_pack_module("nodes.pipelines").PipelineWorkflowNode)
+    node = factory.make_node(entries["StableDiffusionXLAutoBlocks"], import_pack_module("nodes.diffusers.blocks").PipelineWorkflowNode)
     assert node.VALIDATE_INPUTS(height=8, width=0).startswith("height: 8 is not a size"), "1 .. 15 px refused"
     assert node.VALIDATE_INPUTS(height=0, width=64) is True  # 0: the pipeline's default
 
@@ -306,17 +309,17 @@ def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
     from diffusers.modular_pipelines import InputParam
     from PIL import Image
 
-    from modular.core.params import media_kind
+    from modular.pipelines.params import media_kind
 
     widgets = import_pack_module("nodes.widgets")
-    LoopConfigError = import_pack_module("modular").LoopConfigError  # the pack's, as the adapter imports it
+    ConfigError = import_pack_module("modular").ConfigError  # the pack's, as the adapter imports it
     assert media_kind("image", None, compat.ui_templates().get("image")) == "image"
     assert media_kind("mask_image", None) == "mask" and media_kind("prompt", None) is None
     assert media_kind("video", list[Image.Image]) == "video" and media_kind("control_image", Image.Image) == "image"
-    specs = input_specs([InputParam("image"), InputParam("mask_image"), InputParam("height"),
+    specs = call_input_specs([InputParam("image"), InputParam("mask_image"), InputParam("height"),
                          InputParam("control_image", type_hint=Image.Image),
                          InputParam("ip_adapter_image", type_hint=Image.Image | list[Image.Image])],
-                        templates=compat.ui_templates(), typed_by_default=True)
+                        templates=compat.ui_templates())
     kinds = {s.name: (s.kind, s.options.get("many")) for s in specs}
     assert kinds["image"] == ("image", True) and kinds["mask_image"] == ("mask", True)
     assert kinds["control_image"] == ("image", False) and kinds["ip_adapter_image"] == ("image", True)
@@ -332,13 +335,13 @@ def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
     assert given["mask_image"].mode == "L" and given["mask_image"].getpixel((0, 0)) == 255  # 1 = repaint, one mask
     assert given["mask_image"].getpixel((5, 0)) == 0 and isinstance(given["control_image"], Image.Image)
     # Load Image's empty 64x64 mask (an image without alpha) is named as such, with what to do
-    with pytest.raises(LoopConfigError, match="empty 64x64 mask.*mask editor"):
+    with pytest.raises(ConfigError, match="empty 64x64 mask.*mask editor"):
         widgets.given_values(specs, {"image": image, "mask_image": torch.zeros(1, 64, 64), "height": 0})
     # a batch of one is one image where the input takes one (untyped, Image | list[Image]: as a diffusers user
     # passes it; Hunyuan's and Cosmos' image-to-video steps take no list), a list where it takes only lists
     one = widgets.given_values(specs, {"image": image[:1], "ip_adapter_image": image[:1], "height": 0})
     assert isinstance(one["image"], Image.Image) and isinstance(one["ip_adapter_image"], Image.Image)
-    listed = input_specs([InputParam("image", type_hint=list[Image.Image])], typed_by_default=True)
+    listed = call_input_specs([InputParam("image", type_hint=list[Image.Image])])
     assert isinstance(widgets.given_values(listed, {"image": image[:1]})["image"], list)
     # without a mask an image of another size than asked is resized by diffusers' image processor, as pipe() does
     assert widgets.given_values(specs, {"image": image, "height": 16})["image"][0].size == (6, 8)
@@ -349,7 +352,7 @@ def test_host_media_become_what_diffusers_takes_and_bad_media_are_named():
            ({"image": image, "mask_image": torch.zeros(1, 4, 4)}, "a mask is of its image's size"),
            ({"image": image, "mask_image": mask, "height": 16}, "leave height / width at 0")]
     for values, words in bad:
-        with pytest.raises(LoopConfigError) as e:
+        with pytest.raises(ConfigError) as e:
             widgets.given_values(specs, {"height": 0, **values}, label="StableDiffusionXLAutoBlocks")
         assert words in str(e.value) and "StableDiffusionXLAutoBlocks" in str(e.value), e.value
 
@@ -399,10 +402,9 @@ def test_every_named_workflow_of_diffusers_has_a_tiny_folder_or_a_reason():
 
 def test_a_video_familys_frame_rate_is_read_from_its_example_code():
     # Wan 2.1 declares no fps: its pipeline's example exports at 16, read as code (a call that spans lines too)
-    pipelines = import_pack_module("nodes.pipelines")
     doc = 'EXAMPLE = """\n    >>> video = pipe(prompt="a (cat)")\n    >>> export_to_video(\n    ...     video, "out.mp4",\n    ...     fps=24)\n"""\n'
-    assert pipelines.example_fps(doc) == 24.0 and pipelines.example_fps("x = 1") is None
-    assert pipelines.family_frame_rate("wan") == 16.0
+    assert shipped.example_fps(doc) == 24.0 and shipped.example_fps("x = 1") is None
+    assert shipped.family_frame_rate("wan") == 16.0 and shipped.shipped().frame_rates["wan"] == 16.0
 
 
 def guider_properties() -> dict:
@@ -454,12 +456,12 @@ def test_diffusers_declarations_are_read_once_and_list_as_the_live_ones(tmp_path
     from modular.pipelines import scan as scan_module
     from modular.pipelines.declarations import DeclarationCache
 
-    factory, pipelines = import_pack_module("nodes.factory"), import_pack_module("nodes.pipelines")
+    factory, pipelines = import_pack_module("nodes.factory"), import_pack_module("nodes.diffusers")
     listing = import_pack_module("nodes.listing")
 
     def build(cache):
         scan_module._found = None  # a new process
-        registry = discover(include_pack=False, include_shipped=True, cache=cache)
+        registry = scan_module.add_shipped(discover(include_pack=False), cache=cache)
         classes = {nid: n.cls for nid, n in factory.generate_nodes(registry, (pipelines.entry_nodes,)).items()}
         return {**classes, **{nid: cls for nid, (cls, _) in pipelines.guider_nodes().items()}}
 
@@ -485,3 +487,101 @@ def test_diffusers_declarations_are_read_once_and_list_as_the_live_ones(tmp_path
     monkeypatch.undo()
     assert DeclarationCache(tmp_path, key="another diffusers").fresh  # read again when diffusers changes
     scan_module._found = None
+
+
+def test_an_image_batch_the_prompts_cannot_pair_with_is_named_before_anything_runs():
+    # 3 images into SDXL image-to-image with one prompt: diffusers runs both encoders and dies in the denoiser on a
+    # tensor size ("48 must match 16"); the workflow names the image batch and the prompt's before running a step.
+    from diffusers.modular_pipelines import StableDiffusionXLAutoBlocks
+    from PIL import Image
+
+    from modular.pipelines.run import run_workflow
+
+    images = [Image.new("RGB", (32, 32), (k * 60, 0, 0)) for k in range(3)]
+    with pytest.raises(ConfigError) as e:  # components=None: it would fail at its first step
+        run_workflow(StableDiffusionXLAutoBlocks, "image2image", {"prompt": "a cat", "image": images}, label="SDXL")
+    assert "'image' is a batch of 3 images, but the prompt gives a batch of 1" in str(e.value), e.value
+    from modular.pipelines.run import check_batches, named_chain
+
+    chain = named_chain(StableDiffusionXLAutoBlocks, "image2image", "SDXL")
+    check_batches(chain, {"prompt": ["a", "b", "c"], "image": images}, "SDXL")  # one prompt per image: fine
+    check_batches(chain, {"prompt": "a cat", "image": images, "num_images_per_prompt": 6}, "SDXL")
+    check_batches(chain, {"prompt": "a cat", "image": images[:1]}, "SDXL")
+
+
+def test_pipelines_in_the_local_hugging_face_cache_are_listed_and_nothing_else(tmp_path):
+    # huggingface_hub's own cache scan (it reads the folder; nothing is fetched): a model repository whose snapshot
+    # has an index file is a pipeline (its `main` revision); a repository of one model, or a dataset, is not.
+    from modular.pipelines.load import cached_pipelines
+
+    def repo(kind, name, files, revisions=("a" * 40,), main=0):
+        folder = tmp_path / f"{kind}s--{name.replace('/', '--')}"
+        (folder / "blobs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs").mkdir(exist_ok=True)
+        (folder / "refs" / "main").write_text(revisions[main])
+        for commit in revisions:
+            snapshot = folder / "snapshots" / commit
+            snapshot.mkdir(parents=True)
+            for file in files:
+                blob = folder / "blobs" / f"{commit}-{file.replace('/', '_')}"
+                blob.write_text("{}")
+                (snapshot / file).parent.mkdir(parents=True, exist_ok=True)
+                (snapshot / file).symlink_to(blob)
+        return folder
+
+    pipe = repo("model", "org/tiny-pipe", ["model_index.json", "unet/config.json"], ("a" * 40, "b" * 40), main=1)
+    repo("model", "org/one-model", ["config.json"])
+    repo("dataset", "org/data", ["model_index.json"])
+    assert cached_pipelines(tmp_path) == {"org/tiny-pipe": pipe / "snapshots" / ("b" * 40)}
+    assert cached_pipelines(tmp_path / "nowhere") == {}
+
+
+def test_a_calls_values_seed_the_state_as_diffusers_own_call_does():
+    # compat.seed_call is marked as a copy of ModularPipeline.__call__'s seeding: the state it makes is the one
+    # diffusers' own pipe(state=..., **values) runs its blocks on (a kwargs_type group given as one dict included).
+    from diffusers.modular_pipelines import ModularPipeline, StableDiffusionXLAutoBlocks
+
+    chain = compat.workflow_chain(StableDiffusionXLAutoBlocks(), "text2image")
+
+    class Seeded:  # diffusers' call with blocks that only hand back the state they are given
+        inputs = chain.inputs
+
+        def __call__(self, components, state):
+            return components, state
+
+    pipe = ModularPipeline.__new__(ModularPipeline)
+    pipe._blocks = Seeded()
+    start = compat.PipelineState()
+    start.set("height", 48)
+    values = {"prompt": "a cat", "num_inference_steps": 3, "width": 40, "denoiser_input_fields": {"extra": 1.5}}
+    theirs = pipe(state=start, **values)
+    ours = compat.seed_call(chain, copy_state(start), values)
+    assert set(ours.values) == set(theirs.values) and ours.kwargs_mapping == theirs.kwargs_mapping
+    assert all(ours.values[k] == theirs.values[k] for k in ours.values), ours.values
+    assert ours.values["height"] == 48 and ours.values["extra"] == 1.5 and "denoiser_input_fields" in values
+
+
+def test_a_workflow_node_shows_the_common_values_and_takes_the_rest_as_json():
+    # SDXL's Auto blocks declare 75 inputs; the node shows the common ones and its media, the rest go in `more`
+    # (as pipe(name=value) takes them), checked by name and type; tensors a step computes are for the steps.
+    from modular.core.registry import Registry
+    from modular.pipelines.params import more_values
+    from modular.pipelines.scan import add_shipped
+
+    blocks, factory = import_pack_module("nodes.diffusers.blocks"), import_pack_module("nodes.factory")
+    entry = add_shipped(Registry()).entries["StableDiffusionXLAutoBlocks"]
+    node = factory.make_node(entry, blocks.PipelineWorkflowNode)
+    types = node.INPUT_TYPES()
+    shown = {*types["required"], *types["optional"]}
+    assert {"prompt", "generator", "num_images_per_prompt", "image", "mask_image", "more"} <= shown
+    assert not {"clip_skip", "eta", "latents", "latents_link", "prompt_embeds", "dtype"} & shown
+    inputs_of = types["required"]["workflow"][1]["inputs_of"]
+    assert "image" not in inputs_of["text2image"] and {"image", "mask_image"} <= set(inputs_of["inpainting"])
+    specs = entry.input_specs()
+    assert more_values(specs, {"clip_skip": 2, "eta": 0.5}, "SDXL") == {"clip_skip": 2, "eta": 0.5}
+    for more, words in (({"clip_skp": 2}, "'clip_skp': not a value of this call"),
+                        ({"prompt": "a cat"}, "'prompt': set it on the node's own prompt input"),
+                        ({"image_latents": [1]}, "'image_latents': a Tensor is not written as JSON"),
+                        ({"eta": "high"}, "'eta': expected float"), ([1], "must be a JSON object")):
+        with pytest.raises(ConfigError, match=words):
+            more_values(specs, more, "SDXL")

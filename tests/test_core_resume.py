@@ -5,7 +5,7 @@ schedule where the state stopped (`continued_schedule`). The same through ComfyU
 import pytest
 import torch
 
-from modular import BlockConfig, LoopConfigError, StepHooks, compat
+from modular import BlockConfig, ConfigError, StepHooks, compat
 from modular.blocks import denoise as blocks
 from modular.blocks import diffusers_step as scheduler_step
 from modular.sampling import (SCHEDULER_STATE, STEP_HISTORY, HostValues, continued_schedule, plan_denoise, resumable,
@@ -80,10 +80,10 @@ def test_stop_save_load_resume_equals_one_run(tmp_path, step_block):
 
 def test_a_resume_must_continue_the_schedule_where_the_state_stopped():
     stopped = resumable(run(blocks.EulerStep, sigmas=SIGMAS[:3]).state)  # at step 2, sigma 3.0
-    with pytest.raises(LoopConfigError, match=r"L: the state stopped at step 2, sigma 3, but the sigmas given start "
+    with pytest.raises(ConfigError, match=r"L: the state stopped at step 2, sigma 3, but the sigmas given start "
                                               r"at 14\.6: give the rest of the same schedule from step 2"):
         continued_schedule(stopped, SIGMAS, "L")
-    with pytest.raises(LoopConfigError, match="L: the state to resume is not one a denoise loop stopped with"):
+    with pytest.raises(ConfigError, match="L: the state to resume is not one a denoise loop stopped with"):
         continued_schedule(compat.PipelineState(), SIGMAS[2:], "L")
 
 

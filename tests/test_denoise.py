@@ -34,11 +34,6 @@ DIFFUSERS_STEPS = {  # the diffusers scheduler step: a scheduler with no history
 RESUMED_STEPS = {**STEPS, **DIFFUSERS_STEPS}
 
 
-@pytest.fixture(scope="module")
-def server(comfy_server):
-    return comfy_server
-
-
 class DenoiseGraph:
     """A model, two prompts and an empty latent, built with handles; `common` holds KSampler's inputs on them.
     `loop(...)` attaches block nodes to a loop node, `compare(a, b)` shows max |a - b| in `self.diff`."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comfy_host import (PICKLE_ONLY, TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError,
+from comfy_host import (widget_values, PICKLE_ONLY, TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError,
                         interrupt_at_first_step, require_host)
 from conftest import REPORT
 
@@ -18,29 +18,9 @@ STEPS, SEED, SIZE = 3, 0, 64
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def server(comfy_server):
-    return comfy_server
-
-
-@pytest.fixture(scope="module")
-def info(server):
-    return server.object_info()
-
-
 def widgets(info, class_type, **given):
     """The node's required widget defaults, with `given` on top (an API prompt must hold every required input)."""
-    required = info[class_type]["input"].get("required", {})
-    values = {}
-    for name, spec in required.items():
-        opts = spec[1] if len(spec) > 1 else {}
-        if isinstance(spec[0], list):
-            values[name] = opts.get("default", spec[0][0])
-        elif spec[0] == "COMBO":  # a V3 node's choice (ComfyUI 0.33): its options in the spec
-            values[name] = opts.get("default", opts["options"][0])
-        elif "default" in opts:
-            values[name] = opts["default"]
-    return {**values, **given}
+    return {k: v for k, v in widget_values(info, class_type, **given).items() if v is not None}
 
 
 class Chain:
@@ -188,14 +168,25 @@ def test_the_workflow_node_runs_diffusers_chain_as_pipe_does(server, info):
     assert node["category"] == "Modular Loops/diffusers/stable_diffusion_xl"
     workflows = node["input"]["required"]["workflow"][0]
     assert workflows[:3] == ["text2image", "image2image", "inpainting"] and len(workflows) == 18  # its _workflow_map
-    required = node["input"]["required"]
-    assert not required["prompt"][1].get("advanced") and required["clip_skip"][1].get("advanced")  # tucked away
+    required, optional = node["input"]["required"], node["input"]["optional"]
+    # the common values and the media on inputs of their own; the rest (clip_skip, ...) in `more`, as JSON
+    assert {"prompt", "negative_prompt", "height", "width", "generator", "num_inference_steps", "strength",
+            "num_images_per_prompt", "more"} <= set(required) and "clip_skip" not in required, list(required)
+    assert {"image", "mask_image", "control_image"} <= set(optional) and "latents_link" not in optional, list(optional)
+    assert len(required) + len(optional) <= 24, (list(required), list(optional))  # was 75 (52 of them advanced)
     result, run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL).against_diffusers().result(server)
     assert result["finite"] and result["std_a"] > 1e-3 and result["shape"] == [1, SIZE, SIZE, 3], result
     assert result["max_abs_diff"] <= TOL, result
     batch, _ = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL,
                            num_images_per_prompt=2).against_diffusers(num_images_per_prompt=2).result(server)
     assert batch["shape"][0] == 2 and batch["max_abs_diff"] <= TOL, batch
+    # a value of the call that is not on the node: in `more`, as pipe() takes it
+    more, _ = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL,
+                          more=json.dumps({"clip_skip": 1, "eta": 0.0})).against_diffusers(clip_skip=1).result(server)
+    assert more["max_abs_diff"] <= TOL and more["max_abs_diff"] is not None, more
+    bad = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL, more=json.dumps({"clip_skp": 1}))
+    node_id, msg, _ = run_error(server, bad.against_diffusers().graph)
+    assert node_id == bad.node.id and "'more': 'clip_skp': not a value of this call" in msg, msg
 
 
 def test_a_workflow_node_reproduces_its_picture_from_its_seed_widget(server, info):
@@ -374,6 +365,25 @@ def test_the_pipelines_modules_live_under_comfyuis_model_management(server, info
     after = check.node("PreviewAny", source=check.node("MLTest_LoadedModels", after=check.node("PrimitiveInt", value=1)))
     models = json.loads(server.run(check, timeout=120).text(after))
     assert "UNet2DConditionModel" not in models and "AutoencoderKL" not in models, models
+
+
+def test_a_workflow_loads_each_module_when_its_step_runs(server, info):
+    # As ComfyUI loads the text encoder, encodes, and only then the diffusion model: each step of a workflow asks
+    # ComfyUI's model management for the modules it uses when it runs, never for all of them before the chain.
+    clear = Graph()
+    clear.node("PreviewAny", source=clear.node("MLTest_LoadCalls", after=clear.node("PrimitiveInt", value=1)))
+    server.run(clear, timeout=120)
+    server.post("/free", {"unload_models": True, "free_memory": True})
+    run = WorkflowRun(info, "StableDiffusionXLAutoBlocks", "text2image", **SDXL_CALL)
+    calls = run.graph.node("PreviewAny", source=run.graph.node("MLTest_LoadCalls", after=run.image))
+    done = server.run(run.graph, timeout=600)
+    assert done.status == "success", done.error
+    asked = [c for c in json.loads(done.text(calls)) if c]
+    text, unet, vae = {"CLIPTextModel", "CLIPTextModelWithProjection"}, "UNet2DConditionModel", "AutoencoderKL"
+    assert asked and set(asked[0]) == text, asked  # the text encoder step: its encoders, nothing else
+    first_unet = next(i for i, c in enumerate(asked) if unet in c)
+    assert first_unet > 0 and not text & set(asked[first_unet]), asked  # the loop: the denoiser, on its own
+    assert vae in asked[-1] and unet not in asked[-1], asked  # the decoder: the VAE, last
 
 
 def test_a_block_of_ones_own_runs_in_socket_order_inside_diffusers_loop(server, info):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_host import ROOT, Graph, require_host
+from comfy_host import ROOT, Graph, require_host, widget_values
 from conftest import FIXTURES, REPORT
 
 require_host()
@@ -51,16 +51,6 @@ def param(family, auto, workflow, spec, call):
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server):
-    return comfy_server
-
-
-@pytest.fixture(scope="module")
-def info(server):
-    return server.object_info()
-
-
-@pytest.fixture(scope="module")
 def record(server):
     """Where each case's outcome goes: written to tests/.artifacts/coverage/<host>.json when the module ends."""
     version = {}
@@ -90,17 +80,17 @@ def declared_inputs(auto) -> set:
     return {p.name for p in getattr(blocks, auto)().inputs}
 
 
-def media_nodes(server, graph, name, value, spec):
+def media_nodes(server, graph, name, value, spec, tag=""):
     """A media value of a call as ComfyUI nodes over PNG files the test writes into the input folder: Load Image
     (an image), Load Image (as Mask) on its red channel (a greyscale mask: 1 = repaint), or the frames of a
-    video as one IMAGE batch."""
+    video as one IMAGE batch. `tag`: apart from the files of the call's own media."""
     if spec["media"] == "video":
         names = []
         for k, frame in enumerate(value):
-            names.append(f"tiny_{name}_{k}.png")
+            names.append(f"tiny_{name}{tag}_{k}.png")
             frame.save(server.base / "input" / names[-1])
         return graph.node("MLTest_LoadFrames", names=json.dumps(names))
-    file = f"tiny_{name}.png"
+    file = f"tiny_{name}{tag}.png"
     value.save(server.base / "input" / file)
     if spec["media"] == "mask":
         return graph.node("LoadImageMask", image=file, channel="red")
@@ -115,11 +105,7 @@ def fill(info, cls, values) -> dict:
     for name, value in values.items():
         json_widget = name in required and "(JSON" in str(required[name][1].get("placeholder", ""))
         inputs[name] = json.dumps(value) if json_widget else value
-    for name, entry in required.items():
-        if name not in inputs:
-            opts = entry[1] if len(entry) > 1 else {}
-            inputs[name] = opts.get("default", entry[0][0] if isinstance(entry[0], list) else None)
-    return inputs
+    return widget_values(info, cls, **inputs)
 
 
 def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
@@ -137,17 +123,20 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
     values = {"generator": SEED}
     if "output_type" in required:
         values["output_type"] = "pt"
-    made = tiny.with_media(call)
+    made, more = tiny.with_media(call), {}  # more: the call's values the node takes in its `more` widget (JSON)
     for name, value in call.items():
         if isinstance(value, dict) and "media" in value:
             assert name in optional, f"{cls} has no socket for the media input {name!r}"
             values[name] = media_nodes(server, g, name, made[name], value)
         elif name in required:
             values[name] = value
-        else:  # pipe() takes it too, and no block reads it (Flux.2 Klein base encodes "" as its negative)
-            assert name not in declared_inputs(auto), f"{cls} has no widget for the call's {name!r}"
+        elif name in declared_inputs(auto):
+            values[name] = more[name] = value
+        # else: pipe() takes it too, and no block reads it (Flux.2 Klein base encodes "" as its negative)
     if not expanded:
-        node = g.node(cls, pipeline=pipeline, **fill(info, cls, {"workflow": workflow, **values}))
+        own = {"workflow": workflow, **{k: v for k, v in values.items() if k not in more}, "more": more}
+        node = g.node(cls, pipeline=pipeline, **fill(info, cls, own))
+        g.made = {"pipeline": pipeline, "values": own}
     else:
         answer = server.get(f"/modular_loops/expand?node={cls}&workflow={workflow}&given={','.join(values)}")
         chain = answer["nodes"]
@@ -168,9 +157,11 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
         audio = g.node("ModularStateToAudio", state=node, key=spec["output"], pipeline=pipeline)
         g.node("SaveAudio", audio=audio, filename_prefix=f"audio/{auto}")
         compared = g.node("MLTest_AudioDiff", a=audio, b=g.node("MLTest_DiffusersCallAudio", **reference))
+        g.output = audio
     else:
         image = g.node("ModularStateToImage", state=node, key=spec["output"])
         compared = g.node("MLTest_ImageDiff", a=image, b=g.node("MLTest_DiffusersCall", **reference))
+        g.output = image
     diffs = [g.node("PreviewAny", source=compared)]
     sound = sound_of(auto, workflow, made)
     if sound and spec["output"] not in AUDIO:  # a video with sound (LTX-2, Cosmos *_with_sound, MiniMax-H3, Echo)
@@ -178,6 +169,31 @@ def workflow_graph(server, info, auto, workflow, spec, call, expanded=False):
         heard = g.node("MLTest_DiffusersCallAudio", **{**reference, "output": sound})
         diffs.append(g.node("PreviewAny", source=g.node("MLTest_AudioDiff", a=audio, b=heard)))
     return g, diffs
+
+
+def changed_inputs(server, info, g, auto, spec, call) -> dict:
+    """{input: its diff node}: the workflow node again with one of its own inputs changed (the seed; each image,
+    mask, video: another one), compared with the node's output. With tiny random models `== pipe()` alone could
+    hold for an output that ignores its inputs: each of these must change it."""
+    from PIL import ImageOps
+
+    cls, made = f"ModularWorkflow_{auto}", g.made
+    changes = {"generator": SEED + 1}
+    for name, value in call.items():
+        if isinstance(value, dict) and "media" in value:
+            other = tiny.media(value, seed=101)
+            other = ImageOps.invert(other) if value["media"] == "mask" else other  # a mask is the same at any seed
+            changes[name] = media_nodes(server, g, name, other, value, tag="_other")
+    diffs = {}
+    for name, value in changes.items():
+        node = g.node(cls, pipeline=made["pipeline"], **fill(info, cls, {**made["values"], name: value}))
+        if spec["output"] in AUDIO:
+            out = g.node("ModularStateToAudio", state=node, key=spec["output"], pipeline=made["pipeline"])
+            diffs[name] = g.node("PreviewAny", source=g.node("MLTest_AudioDiff", a=g.output, b=out))
+        else:
+            out = g.node("ModularStateToImage", state=node, key=spec["output"])
+            diffs[name] = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=g.output, b=out))
+    return diffs
 
 
 def sound_of(auto, workflow, given) -> str | None:
@@ -202,6 +218,7 @@ def compared(run, diffs) -> list[dict]:
 @pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])
 def test_every_workflow_equals_diffusers_own_call(server, info, record, family, auto, workflow, spec, call):
     graph, diffs = workflow_graph(server, info, auto, workflow, spec, call)
+    changed = changed_inputs(server, info, graph, auto, spec, call)
     run = server.run(graph, timeout=600)
     entry = record[f"{auto}/{workflow}"] = {"family": family}
     if run.status != "success":
@@ -212,6 +229,10 @@ def test_every_workflow_equals_diffusers_own_call(server, info, record, family, 
     entry.update(outcome="equal" if worst is not None and worst <= TOL else "differs", max_abs_diff=worst,
                  shape=results[0]["shape"], shape_diffusers=results[0]["shape_b"], with_audio=len(results) > 1)
     compared(run, diffs)
+    assert results[0]["std_a"] > 1e-4, results[0]  # not a constant output
+    for name, diff in changed.items():  # and the workflow's own inputs change it
+        other = json.loads(run.text(diff))
+        assert other["max_abs_diff"] is None or other["max_abs_diff"] > 0, (f"changing {name} changed nothing", other)
 
 
 @pytest.mark.parametrize("family,auto,workflow,spec,call", [param(*c) for c in cases()])

@@ -222,6 +222,20 @@ class ComfyClient:
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
 
+def widget_default(spec):
+    """The value a node's widget starts at, from its /object_info entry: its "default", else a choice's first
+    option (a V1 list of choices, or a V3 COMBO's "options", ComfyUI 0.33); None for a socket."""
+    opts = spec[1] if len(spec) > 1 else {}
+    choices = spec[0] if isinstance(spec[0], list) else opts.get("options") if spec[0] == "COMBO" else None
+    return opts.get("default", choices[0] if choices else None)
+
+
+def widget_values(object_info: dict, class_type: str, **given) -> dict:
+    """A node's required widgets at their defaults (an API prompt holds every required input), `given` on top."""
+    required = object_info[class_type]["input"].get("required", {})
+    return {**{name: widget_default(spec) for name, spec in required.items()}, **given}
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """A workflow as the UI saves it (nodes + links) -> the API prompt the UI would queue.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.comfy_client import ComfyClient, Graph, api_to_ui  # noqa: E402
+from tools.comfy_client import ComfyClient, Graph, api_to_ui, widget_values  # noqa: E402
 
 PROMPT = "a photo of an astronaut riding a horse on the moon, highly detailed"
 NEGATIVE = "blurry, low quality"
@@ -25,13 +25,7 @@ SDXL, SD3 = "StableDiffusionXL", "StableDiffusion3"
 
 def defaults(info, cls, **inputs):
     """The node's required widget defaults, with `inputs` on top."""
-    required = info[cls]["input"].get("required", {})
-    def default(v):
-        opts = v[1] if len(v) > 1 else {}
-        choices = v[0] if isinstance(v[0], list) else opts.get("options") if v[0] == "COMBO" else None
-        return opts.get("default", choices[0] if choices else None)
-
-    return {**{k: default(v) for k, v in required.items()}, **inputs}
+    return widget_values(info, cls, **inputs)
 
 
 def step(g, info, family, name, **inputs):

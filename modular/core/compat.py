@@ -326,13 +326,22 @@ def chain_steps(blocks) -> list[tuple]:
 
 def seed_call(blocks, state: PipelineState, values: dict) -> PipelineState:
     """`state` as `ModularPipeline.__call__(state, **values)` starts `blocks` on it: each of `blocks.inputs` given in
-    `values` is set (with its kwargs_type group), else its declared default where the state has none. `state` is
-    changed and returned (give a copy)."""
-    for param in blocks.inputs:
-        if param.name is None:
-            continue
-        if param.name in values:
-            state.set(param.name, values[param.name], param.kwargs_type)
-        elif param.name not in state.values:
-            state.set(param.name, param.default, param.kwargs_type)
+    `values` is set (with its kwargs_type group), or the values of a kwargs_type group given as one dict, else its
+    declared default where the state has none. `state` is changed and returned (give a copy); `values` is not.
+    A test compares it with diffusers' own (test_core_pipelines: the state `pipe(state=..., **values)` runs on)."""
+    # Copied from diffusers.modular_pipelines.modular_pipeline.ModularPipeline.__call__ (0.42.1): its seeding of the
+    # state, without the deepcopy (the caller copies) and the run
+    passed_kwargs = dict(values)
+    for expected_input_param in blocks.inputs:
+        name = expected_input_param.name
+        default = expected_input_param.default
+        kwargs_type = expected_input_param.kwargs_type
+        if name in passed_kwargs:
+            state.set(name, passed_kwargs.pop(name), kwargs_type)
+        elif kwargs_type is not None and kwargs_type in passed_kwargs:
+            kwargs_dict = passed_kwargs.pop(kwargs_type)
+            for k, v in kwargs_dict.items():
+                state.set(k, v, kwargs_type)
+        elif name is not None and name not in state.values:
+            state.set(name, default, kwargs_type)
     return state

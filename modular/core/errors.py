@@ -3,8 +3,9 @@ words a node user reads; the node of the failing block travels with the error as
 so a host can mark it without reading the message."""
 
 
-def loop_where(name: str, node=None) -> str:
-    """How a loop is named in messages: `LoopWrapper (node 5)`; the class name alone without a node."""
+def node_where(name: str, node=None) -> str:
+    """How a node of a loop, step or workflow is named in messages: `LoopWrapper (node 5)`; the class name alone
+    without a node."""
     return f"{name} (node {node})" if node is not None else name
 
 
@@ -14,19 +15,25 @@ def block_where(name: str, block_class: str, node=None) -> str:
     return f"'{name}' ({block_class}" + (f", node {node})" if node is not None else ")")
 
 
-class LoopError(Exception):
-    """Base class: a loop could not be built or run. `block_node`: the node of the block at fault, if one is."""
+class ModularError(Exception):
+    """Base class: a loop, a step, a pipeline or a media value could not be built, loaded or run. `block_node`: the
+    node of the block at fault, if one is."""
 
     def __init__(self, message, block_node=None):
         super().__init__(message)
         self.block_node = block_node
 
 
-class LoopConfigError(LoopError):
-    """The attached blocks or the given values cannot form a runnable loop (raised before step 0)."""
+class ConfigError(ModularError):
+    """What was given cannot run (raised before anything runs): attached blocks that form no loop, a value of the
+    wrong kind, media of the wrong shape, a missing connection."""
 
 
-class BlockStepError(LoopError):
+# The names of 0.1.0, for code written against them (user blocks that catch the pack's errors).
+LoopError, LoopConfigError, loop_where = ModularError, ConfigError, node_where
+
+
+class BlockStepError(ModularError):
     """A loop block raised inside `loop_step`. Carries where it happened; the cause is chained."""
 
     def __init__(self, loop_label, block_name, block_class, step, loop_vars, cause, block_node=None):

@@ -1,5 +1,6 @@
-"""Which loop wrappers, loop blocks and pipeline steps exist: the pack's own, user block files, diffusers
-custom-block folders, and diffusers' own (found from source, imported when used).
+"""Which loop wrappers, loop blocks and pipeline steps exist: the pack's own, user block files and diffusers
+custom-block folders (diffusers' own are entries too, found from source by `modular.pipelines.scan` and imported
+when used).
 
 Only files installed on disk are ever imported. Discovery order is fixed (pack first, then each user
 folder in the order given, files sorted by name), so when two classes share a name the first one
@@ -20,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import compat
-from .params import CALL_KINDS, ParamSpec, component_specs, input_specs
+from .params import ParamSpec, component_specs, input_specs
 
 PACK_BLOCKS_DIR = Path(__file__).parent.parent / "blocks"
 PACK_BLOCKS_PACKAGE = __package__.rsplit(".", 1)[0] + ".blocks"
@@ -35,16 +36,16 @@ class BlockEntry:
     `cls` is the class, or `load()` imports it the first time it is read (diffusers' own classes: importing their
     modules pulls in diffusers' models, so they are found from source and loaded when a node needs them).
     `group`: where the node library files it (diffusers' `<family>/<stage>`); `default_blocks`: a wrapper that
-    declares its own blocks (`block_classes`) and runs those when none are attached; `templated`: its untyped
-    inputs are typed by their defaults and diffusers' UI templates (`params.input_specs`)."""
+    declares its own blocks (`block_classes`) and runs those when none are attached; `read_specs(entry)`: how its
+    inputs are read, where not by `params.input_specs` (diffusers' own: `modular.pipelines.params.entry_specs`)."""
 
     def __init__(self, name: str, role: str, origin: str, source: str, cls: type | None = None,
                  load: Callable[[], type] | None = None, group: str | None = None, default_blocks: bool = False,
-                 templated: bool = False, workflows: tuple = ()):
+                 read_specs: Callable | None = None, workflows: tuple = ()):
         if (cls is None) == (load is None):
             raise ValueError(f"{name}: give the class or a way to load it, one of them")
         self.name, self.role, self.origin, self.source = name, role, origin, source
-        self.group, self.default_blocks, self.templated, self.workflows = group, default_blocks, templated, workflows
+        self.group, self.default_blocks, self.read_specs, self.workflows = group, default_blocks, read_specs, workflows
         self._cls, self._load = cls, load
 
     def __repr__(self):
@@ -69,24 +70,9 @@ class BlockEntry:
 
     @cached_property
     def _input_specs(self) -> list[ParamSpec]:
-        params = self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs
-        if not self.templated:
-            return input_specs(params)
-        specs = input_specs(params, templates=compat.ui_templates(), typed_by_default=True,
-                            whole_call=self.role == "workflow")
-        if self.role == "loop" and self.default_blocks:
-            # the call's values its own blocks read (Helios' generator, a pyramid's steps): widgets, tucked away,
-            # for a chain whose earlier steps do not declare them
-            own, inner = {p.name for p in params}, {}
-            for p in self.prototype.inputs:
-                if p.name and p.name not in own:
-                    inner.setdefault(p.name, p)  # the first block's declaration (a later one may repeat it)
-            inner = list(inner.values())
-            for spec in input_specs(inner, templates=compat.ui_templates(), typed_by_default=True):
-                if spec.kind in CALL_KINDS or (spec.kind == "json" and spec.default is not None):
-                    spec.options["advanced"] = True
-                    specs.append(spec)
-        return specs
+        if self.read_specs is not None:
+            return self.read_specs(self)
+        return input_specs(self.prototype.loop_inputs if self.role == "loop" else self.prototype.inputs)
 
     def input_specs(self) -> list[ParamSpec]:
         """The specs of its own declared inputs (`loop_inputs` of a wrapper), read once."""
@@ -101,8 +87,9 @@ class BlockEntry:
         return self._component_specs
 
     @property
-    def family(self) -> str | None:
-        """diffusers' `model_name`: the pipeline family a block is written for (None: any)."""
+    def model_name(self) -> str | None:
+        """diffusers' `model_name`: the pipeline a block is written for (None: any). (A "family" is one of diffusers'
+        `modular_pipelines/<family>/` folders, `pipelines.scan`.)"""
         return getattr(self.prototype, "model_name", None)
 
 
@@ -152,10 +139,9 @@ class Registry:
         self.entries[name] = entry
 
 
-def discover(user_dirs=(), include_pack=True, include_shipped=False, cache=None) -> Registry:
-    """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder, then (with
-    `include_shipped`) diffusers' own loops, loop blocks and steps (`add_shipped`; `cache`: where the reading of
-    diffusers' source is kept, `pipelines.declarations`)."""
+def discover(user_dirs=(), include_pack=True) -> Registry:
+    """Find every loop wrapper and loop block: the pack's `blocks/` package, then each user folder (diffusers' own
+    are added by `modular.pipelines.scan.add_shipped`)."""
     registry = Registry()
     if include_pack:
         for path in sorted(PACK_BLOCKS_DIR.glob("*.py")):
@@ -165,28 +151,6 @@ def discover(user_dirs=(), include_pack=True, include_shipped=False, cache=None)
             registry.add_module(module, "pack", str(path))
     for folder in user_dirs:
         scan_folder(registry, Path(folder))
-    if include_shipped:
-        add_shipped(registry, cache=cache)
-    return registry
-
-
-def add_shipped(registry: Registry, root: Path | None = None, cache=None) -> Registry:
-    """Add diffusers' own loops, loop blocks and steps (found from source, `pipelines.scan`; each imported when
-    used) to `registry`; a name the registry already has keeps its first owner. `root`: another diffusers'
-    modular_pipelines folder (read as it is); `cache`: where the reading of the installed one is kept."""
-    from ..pipelines.scan import scan, scan_workflows, shipped
-
-    if root is not None:
-        found_all = [*scan(root), *scan_workflows(root)]
-    else:
-        read = shipped(cache)
-        found_all = [*read.classes, *read.workflows]
-    for found in found_all:
-        if found.name not in registry.entries:
-            registry.entries[found.name] = BlockEntry(
-                found.name, found.role, "diffusers", f"diffusers/modular_pipelines/{found.family}/{found.stage}.py",
-                load=found.load, group=found.family if found.role == "workflow" else f"{found.family}/{found.stage}",
-                default_blocks=found.default_blocks, templated=True, workflows=found.workflows)
     return registry
 
 

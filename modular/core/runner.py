@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import compat
-from .errors import BlockStepError, LoopConfigError, LoopError, block_where
+from .errors import BlockStepError, ConfigError, ModularError, block_where
 from .state import ValueSource, copy_value, seed_state
 
 TOTAL_HINTS = ("num_inference_steps", "num_steps", "steps")
@@ -78,7 +78,7 @@ NO_BLOCKS_HINT = "connect at least one block node to the loop"
 def require_blocks(blocks, label: str, hint: str = NO_BLOCKS_HINT):
     """The one check, and wording, for a loop with nothing attached (at validation and before a run)."""
     if not blocks:
-        raise LoopConfigError(f"{label}: no loop blocks attached; {hint}")
+        raise ConfigError(f"{label}: no loop blocks attached; {hint}")
 
 
 @dataclass
@@ -163,10 +163,10 @@ def run_loop(
     compat.instrument(wrapper, before_step, after_step, on_block_error, set_total, hooks.passthrough, hooks.check_block)
     try:
         _, final = wrapper(loop_components, seeded)
-    except (LoopError, *hooks.passthrough):
+    except (ModularError, *hooks.passthrough):
         raise
     except Exception as e:
-        raise LoopError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
+        raise ModularError(f"{label}: loop wrapper {wrapper_cls.__name__} failed near step {current}: {type(e).__name__}: {e}") from e
     compat.set_made_by(final, *made, start_position + done_steps)
     return LoopResult(state=final, steps=done_steps, notes=notes, stopped_at=start_position + done_steps)
 
@@ -178,6 +178,6 @@ def _merge_components(label, loop_components, blocks):
             if value is None:
                 continue
             if merged.get(key) is not None and merged[key] is not value:
-                raise LoopConfigError(f"{label}: component '{key}' is given twice with different objects (block '{name}')")
+                raise ConfigError(f"{label}: component '{key}' is given twice with different objects (block '{name}')")
             merged[key] = value
     return merged

@@ -3,7 +3,7 @@
 Seeding rule (deterministic, documented in the README): every value the loop reads before step 0
 (`compat.seeded_inputs`) is taken from, in this order of precedence,
   1. the values given on the loop node and on the block nodes that declare that input — all of them
-     must agree, else a `LoopConfigError` lists each node and its value;
+     must agree, else a `ConfigError` lists each node and its value;
   2. the incoming state (a previous loop's result);
   3. the declared `default`.
 A value given for an input that the loop produces itself before any block reads it (an
@@ -16,7 +16,7 @@ import copy
 from dataclasses import dataclass
 
 from . import compat
-from .errors import LoopConfigError
+from .errors import ConfigError
 from .params import check_value, to_state_value
 
 
@@ -69,7 +69,7 @@ def _same(a, b) -> bool:
 
 
 def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="loop", host_values=None):
-    """-> (state, notes). Raises LoopConfigError for conflicts, missing required inputs and wrong types.
+    """-> (state, notes). Raises ConfigError for conflicts, missing required inputs and wrong types.
     `host_values` (the host's own) are set as they are, above every other source."""
     state = copy_state(initial)
     params = compat.seeded_inputs(wrapper)
@@ -79,7 +79,7 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
     for source in sources:
         clash = sorted(set(source.values) & set(host_values))
         if clash:
-            raise LoopConfigError(
+            raise ConfigError(
                 f"{loop_label}: {', '.join(repr(n) for n in clash)} on {source.label} is provided by the loop's host "
                 f"(the sampler) and cannot be given on a node; disconnect it", block_node=source.node
             )
@@ -94,7 +94,7 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
         disagree = [(label, v) for label, v in given[1:] if not _same(v, first)]
         if disagree:
             listing = "; ".join(f"{label}: {v!r}" for label, v in given)
-            raise LoopConfigError(
+            raise ConfigError(
                 f"{loop_label}: blocks that declare the input '{name}' share one value in the block state, "
                 f"but they were given different values ({listing}). Give them the same value, or give it on one "
                 f"node and leave the others empty."
@@ -115,7 +115,7 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
             continue  # the block applies its declared default itself (get_block_state)
         if value is None and param.required:
             who = ", ".join(s.label for s in sources if any(p.name == name for p in s.params))
-            raise LoopConfigError(
+            raise ConfigError(
                 f"{loop_label}: required input '{name}' is missing: give it on {who or 'the loop'} "
                 f"or in the incoming state"
             )
@@ -126,7 +126,7 @@ def seed_state(wrapper, sources: list[ValueSource], initial=None, loop_label="lo
                 if p.name == name:
                     reason = check_value(p, value)
                     if reason:
-                        raise LoopConfigError(f"{loop_label}: input '{name}' of {source.label}: {reason}",
+                        raise ConfigError(f"{loop_label}: input '{name}' of {source.label}: {reason}",
                                               block_node=source.node)
     return state, notes
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.errors import LoopConfigError
+from ..core.errors import ConfigError
 
 
 def latent_scaling(pipeline) -> tuple[float, float]:
@@ -10,7 +10,7 @@ def latent_scaling(pipeline) -> tuple[float, float]:
     `(vae_latent - shift) * scaling`; a host's LATENT (ComfyUI's) holds the VAE latent itself."""
     vae = getattr(pipeline, "vae", None)
     if vae is None:
-        raise LoopConfigError("this pipeline has no VAE: its latents' scaling is unknown")
+        raise ConfigError("this pipeline has no VAE: its latents' scaling is unknown")
     config = vae.config
     return float(getattr(config, "scaling_factor", None) or 1.0), float(getattr(config, "shift_factor", None) or 0.0)
 
@@ -18,7 +18,7 @@ def latent_scaling(pipeline) -> tuple[float, float]:
 def to_host_latent(pipeline, latents):
     """A diffusers loop's latents as the VAE latent a host's LATENT holds (ComfyUI's VAE Decode, KSampler)."""
     if latents.ndim not in (4, 5):
-        raise LoopConfigError(f"the state's latents have shape {tuple(latents.shape)}: this family packs them "
+        raise ConfigError(f"the state's latents have shape {tuple(latents.shape)}: this family packs them "
                               f"(e.g. Flux); decode them with its decode step")
     scaling, shift = latent_scaling(pipeline)
     return latents / scaling + shift

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..core import compat
-from ..core.errors import LoopError
+from ..core.errors import ModularError
 
 INDEX_FILES = ("modular_model_index.json", "model_index.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -21,7 +21,7 @@ SAFE_SUFFIX = ".safetensors"
 MODEL_LIBRARIES = ("diffusers", "transformers")
 
 
-class PipelineLoadError(LoopError):
+class PipelineLoadError(ModularError):
     """A model folder that cannot be loaded; the message names the folder and the problem."""
 
 
@@ -69,6 +69,29 @@ def check_folder(folder) -> dict:
                     f"which are never loaded (they can run code); convert them to .safetensors")
         components[name] = sub
     return components
+
+
+def cached_pipelines(cache_dir=None) -> dict[str, Path]:
+    """{repo id: snapshot folder} of the diffusers pipelines already in the local Hugging Face cache (found by
+    `huggingface_hub.scan_cache_dir`, which reads the cache folder only: nothing is fetched): each model repository
+    whose snapshot holds an index file, its `main` revision (else its newest). Loaded as any folder is
+    (`load_pipeline`: local files, safetensors, no code)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = scan_cache_dir(cache_dir).repos
+    except Exception:  # no cache yet, or one huggingface_hub cannot read: nothing listed from it
+        return {}
+    found = {}
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        revisions = sorted(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified), reverse=True)
+        for revision in revisions[:1]:
+            snapshot = Path(revision.snapshot_path)
+            if any((snapshot / name).is_file() for name in INDEX_FILES):
+                found[repo.repo_id] = snapshot
+    return found
 
 
 def ip_adapter_file(folder, name: str) -> tuple[str, str]:

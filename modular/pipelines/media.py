@@ -9,7 +9,7 @@ RGB images (the host's own rounding when it saves an image, `clip(255 * x)`), ma
 
 from __future__ import annotations
 
-from ..core.errors import LoopConfigError
+from ..core.errors import ConfigError
 
 
 def _batch(value, dims: int, what: str, label: str):
@@ -18,9 +18,9 @@ def _batch(value, dims: int, what: str, label: str):
     if not torch.is_tensor(value) or value.ndim != dims:
         shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
         want = "B, H, W, C" if dims == 4 else "B, H, W"
-        raise LoopConfigError(f"{label}: expected {what} ({want}), got {shape}")
+        raise ConfigError(f"{label}: expected {what} ({want}), got {shape}")
     if value.shape[0] == 0:
-        raise LoopConfigError(f"{label}: {what} holds no {'frames' if 'frame' in what else 'images'}")
+        raise ConfigError(f"{label}: {what} holds no {'frames' if 'frame' in what else 'images'}")
     return value
 
 
@@ -34,7 +34,7 @@ def to_pil_images(images, label: str) -> list:
     channels = images.shape[-1]
     if channels != 3:
         hint = " (RGBA: Load Image gives the alpha as its MASK)" if channels == 4 else ""
-        raise LoopConfigError(f"{label}: expected an RGB IMAGE (B, H, W, 3), got {channels} channels, shape "
+        raise ConfigError(f"{label}: expected an RGB IMAGE (B, H, W, 3), got {channels} channels, shape "
                               f"{tuple(images.shape)}{hint}")
     pixels = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return [Image.fromarray(np.ascontiguousarray(p), "RGB") for p in pixels]
@@ -65,7 +65,7 @@ def as_pipeline_media(kind: str, value, many: bool, label: str, one: bool = True
     if many:
         return items
     if len(items) != 1:
-        raise LoopConfigError(f"{label}: takes one {kind}, got a batch of {len(items)}; pick one (e.g. ComfyUI's "
+        raise ConfigError(f"{label}: takes one {kind}, got a batch of {len(items)}; pick one (e.g. ComfyUI's "
                               f"ImageFromBatch)")
     return items[0]
 
@@ -93,14 +93,14 @@ def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
                         f"Convert Mask to Image -> Upscale Image -> Convert Image to Mask" if not _empty(media[mask])
                         else "it is empty: Load Image gives an empty 64x64 mask for an image without alpha; paint the "
                              "area to change in Load Image's mask editor")
-                raise LoopConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "
+                raise ConfigError(f"{label}: '{mask}' is {w}x{h}, '{image}' {iw}x{ih}: a mask is of its image's "
                                       f"size ({hint})")
     if not masks:  # without a mask diffusers' image processors resize an image to the size asked, as pipe() does
         return
     want_h, want_w = asked.get("height") or 0, asked.get("width") or 0
     for image, (h, w) in images.items():
         if (want_h and h != want_h) or (want_w and w != want_w):
-            raise LoopConfigError(f"{label}: '{image}' is {w}x{h}, but height x width asks {want_w or w}x{want_h or h}: "
+            raise ConfigError(f"{label}: '{image}' is {w}x{h}, but height x width asks {want_w or w}x{want_h or h}: "
                                   f"scale the image (Upscale Image), or leave height / width at 0 to take its size")
 
 
@@ -119,7 +119,7 @@ def host_audio(value, label: str):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not torch.is_tensor(value) or value.ndim not in (1, 2, 3) or value.shape[-1] == 0 or not value.is_floating_point():
         shape = list(value.shape) if hasattr(value, "shape") else type(value).__name__
-        raise LoopConfigError(f"{label}: expected a decoded waveform ([B, C, T], [C, T] or [T] floats, output_type "
+        raise ConfigError(f"{label}: expected a decoded waveform ([B, C, T], [C, T] or [T] floats, output_type "
                               f"pt or np), got {shape}")
     while value.ndim < 3:
         value = value[None]
@@ -141,3 +141,106 @@ def audio_rate(values: dict, pipeline) -> int | None:
             if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
                 return int(rate)
     return None
+
+
+# --- decoded images and videos, out ------------------------------------------------------------------
+
+
+def _is_pil(value) -> bool:
+    return hasattr(value, "convert") and hasattr(value, "mode") and hasattr(value, "size")
+
+
+def _described(value) -> str:
+    if hasattr(value, "shape"):
+        name = type(value).__name__
+        return f"{'an' if name[0] in 'aeiou' else 'a'} {name} of shape {list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        inner = {_described(v) for v in value[:3]}
+        return f"a {type(value).__name__} of {len(value)}" + (f" ({'; '.join(sorted(inner))}, ...)" if inner else "")
+    return f"a {type(value).__name__}"
+
+
+def host_frames(value, key="images", label="State To Image"):
+    """-> (host image batch, is_video). diffusers' decoders give, by output_type: images as a [B, C, H, W] tensor ("pt"), a
+    [B, H, W, C] array ("np") or a list of PIL images ("pil"); videos (a VideoProcessor's `postprocess_video`) as a
+    [B, F, C, H, W] tensor, a [B, F, H, W, C] array or a list of B lists of F PIL frames (or a list of one
+    [F, C, H, W] tensor / [F, H, W, C] array per video). All become a float32 [N, H, W, C] tensor in 0..1 on the
+    CPU: the images, or every video's frames one after another (ComfyUI's video convention). Anything else, and a
+    video of 0 frames, is a ValueError naming the node, the value and its shape."""
+    import numpy as np
+    import torch
+
+    def refuse(why):
+        raise ValueError(
+            f"{label}: '{key}' holds {_described(value)}, {why}. It takes decoded images ([B, C, H, W] tensor, "
+            f"[B, H, W, C] array, PIL images) or videos ([B, F, C, H, W] tensor, [B, F, H, W, C] array, lists of PIL "
+            f"frames) with 1, 3 or 4 channels: connect the decode step's state (output_type pt, np or pil)")
+
+    def from_pil(images):
+        return torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]))
+
+    def frames(array, video: bool, batched: bool):
+        """[N, H, W, C] of one array / tensor; `video`: it holds frames ([.., F, ...]); `batched`: a leading batch."""
+        channels_last = isinstance(array, np.ndarray)
+        if channels_last:
+            scale = 255.0 if np.issubdtype(array.dtype, np.integer) else 1.0
+            array = torch.from_numpy(np.ascontiguousarray(array)).float() / scale
+        array = array.detach().float().cpu()
+        if not channels_last:
+            array = array.movedim(-3, -1)
+        lead = array.shape[:-3]
+        if len(lead) != int(video) + int(batched) or array.shape[-1] not in (1, 3, 4):
+            refuse("neither images nor video frames")
+        if video and (array.shape[-4] == 0):
+            refuse("a video of 0 frames")
+        if 0 in array.shape:
+            refuse("no images")
+        return array.reshape(-1, *array.shape[-3:])
+
+    tensor_like = (np.ndarray, torch.Tensor)
+    if _is_pil(value):
+        return from_pil([value]), False
+    if isinstance(value, tensor_like):
+        if value.ndim not in (3, 4, 5):
+            refuse("neither images nor video frames")
+        return frames(value, video=value.ndim == 5, batched=value.ndim > 3).contiguous(), value.ndim == 5
+    if isinstance(value, (list, tuple)) and value:
+        if all(_is_pil(v) for v in value):
+            return from_pil(value), False
+        if all(isinstance(v, (list, tuple)) and all(_is_pil(f) for f in v) for v in value):
+            if not all(value):
+                refuse("a video of 0 frames")
+            return from_pil([f for v in value for f in v]), True
+        if all(isinstance(v, tensor_like) and v.ndim in (3, 4) for v in value):
+            video = value[0].ndim == 4
+            if any(v.ndim != value[0].ndim for v in value):
+                refuse("a mix of images and videos")
+            parts = [frames(v, video=video, batched=False) for v in value]
+            if len({tuple(p.shape[1:]) for p in parts}) > 1:
+                refuse("images or videos of different sizes")
+            return torch.cat(parts).contiguous(), video
+    if isinstance(value, (list, tuple)):
+        refuse("no images" if not value else "neither images nor video frames")
+    refuse("not decoded images")
+
+
+
+def frame_rate(state) -> float:
+    """The frame rate of the video a state holds: the state's own `fps` / `frame_rate` (what the run was given);
+    else the family's (`scan.family_frame_rate`, as the start read it) for the family of the loop that made the
+    state; else diffusers' `export_to_video` default."""
+    import inspect
+
+    from diffusers.utils import export_to_video
+
+    from ..core import compat
+    from .scan import FRAME_RATE_NAMES, shipped
+
+    for name in FRAME_RATE_NAMES:
+        value = compat.state_values(state).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    found = shipped()
+    family = {c.name: c.family for c in found.classes if c.role == "loop"}.get(compat.made_by(state).get("loop"))
+    rate = found.frame_rates.get(family)
+    return float(rate or inspect.signature(export_to_video).parameters["fps"].default)  # 10 in diffusers 0.42.1

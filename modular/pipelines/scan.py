@@ -17,6 +17,8 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..core.registry import BlockEntry, Registry
+
 PACKAGE = "diffusers.modular_pipelines"
 # Modules of a family that hold no blocks of their own (compositions, the pipeline class, helpers).
 NOT_BLOCKS = ("__init__", "modular_pipeline", "constants", "image_processor")
@@ -174,7 +176,7 @@ def scan(root: Path | None = None) -> list[ShippedClass]:
     return found
 
 
-DEFAULT_WORKFLOW = "default"  # the one chain of a pipeline's default blocks that name no workflows
+DEFAULT_WORKFLOW = "default"  # the one chain of a pipeline's default blocks that name no workflows (compat's too)
 
 
 def scan_workflows(root: Path | None = None) -> list[ShippedClass]:
@@ -246,6 +248,57 @@ class Shipped:
     classes: tuple
     workflows: tuple
     guiders: tuple
+    frame_rates: dict  # {family folder: its frame rate (`family_frame_rate`)} of the families whose rate is known
+
+
+FRAME_RATE_NAMES = ("fps", "frame_rate")  # what diffusers' blocks call a video's frame rate (Wan Animate, LTX)
+
+
+def family_frame_rate(family: str) -> float | None:
+    """A family's frame rate as diffusers gives it: the default of an input named `fps` / `frame_rate` that its
+    modular blocks declare (`diffusers/modular_pipelines/<family>/`, e.g. LTX's 25); where none does (Wan 2.1
+    declares none, neither in its blocks, its pipeline class nor its models' configs), the `fps=` its own
+    text-to-video pipeline's example exports at (`diffusers/pipelines/<family>/pipeline_<family>.py`, Wan:
+    `export_to_video(output, "output.mp4", fps=16)`, read with `example_fps`). Read from source; None when neither
+    says."""
+    blocks = package_dir()
+    for path in sorted((blocks / family).glob("*.py")) if blocks else ():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = getattr(node, "func", None)
+            if not (isinstance(node, ast.Call) and getattr(called, "id", getattr(called, "attr", None)) == "InputParam"):
+                continue
+            named = {k.arg: k.value for k in node.keywords}
+            name = node.args[0] if node.args else named.get("name")
+            default = named.get("default")
+            if (isinstance(name, ast.Constant) and name.value in FRAME_RATE_NAMES and isinstance(default, ast.Constant)
+                    and isinstance(default.value, (int, float)) and not isinstance(default.value, bool)):
+                return float(default.value)
+    pipelines = package_dir("diffusers.pipelines")
+    example = pipelines / family / f"pipeline_{family}.py" if pipelines else None
+    if example is not None and example.is_file():
+        return example_fps(example.read_text(encoding="utf-8"))
+    return None
+
+
+def example_fps(source: str) -> float | None:
+    """The `fps=` of the first `export_to_video(...)` call in a module's usage examples: its string constants'
+    doctest lines (`>>> ` / `... `), each example parsed as code with `ast` (a regex breaks on the first call that
+    spans lines). None when none says."""
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and ">>> " in node.value):
+            continue
+        code = "\n".join(line.strip()[4:] for line in node.value.splitlines() if line.strip()[:4] in (">>> ", "... "))
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for call in ast.walk(tree):
+            name = getattr(getattr(call, "func", None), "id", getattr(getattr(call, "func", None), "attr", None))
+            if isinstance(call, ast.Call) and name == "export_to_video":
+                for keyword in call.keywords:
+                    if keyword.arg == "fps" and isinstance(keyword.value, ast.Constant):
+                        return float(keyword.value.value)
+    return None
 
 
 SECTION = "shipped"
@@ -263,11 +316,34 @@ def shipped(cache=None) -> Shipped:
     try:
         _found = Shipped(tuple(ShippedClass(**{**c, "workflows": tuple(c["workflows"])}) for c in kept["classes"]),
                          tuple(ShippedClass(**{**c, "workflows": tuple(c["workflows"])}) for c in kept["workflows"]),
-                         tuple(ShippedGuider(**g) for g in kept["guiders"]))
+                         tuple(ShippedGuider(**g) for g in kept["guiders"]), dict(kept["frame_rates"]))
     except (KeyError, TypeError):  # nothing kept (or kept by another layout): read the source
-        _found = Shipped(tuple(scan()), tuple(scan_workflows()), tuple(scan_guiders()))
+        classes = tuple(scan())
+        rates = {f: family_frame_rate(f) for f in sorted({c.family for c in classes if c.role == "loop"})}
+        _found = Shipped(classes, tuple(scan_workflows()), tuple(scan_guiders()),
+                         {f: rate for f, rate in rates.items() if rate is not None})
         if cache is not None:
             cache.put(SECTION, {"classes": [asdict(c) for c in _found.classes],
                                 "workflows": [asdict(c) for c in _found.workflows],
-                                "guiders": [asdict(g) for g in _found.guiders]})
+                                "guiders": [asdict(g) for g in _found.guiders], "frame_rates": _found.frame_rates})
     return _found
+
+
+def add_shipped(registry: Registry, root: Path | None = None, cache=None) -> Registry:
+    """Add diffusers' own loops, loop blocks and steps (found from source, `pipelines.scan`; each imported when
+    used) to `registry`; a name the registry already has keeps its first owner. `root`: another diffusers'
+    modular_pipelines folder (read as it is); `cache`: where the reading of the installed one is kept."""
+    from .params import entry_specs
+
+    if root is not None:
+        found_all = [*scan(root), *scan_workflows(root)]
+    else:
+        read = shipped(cache)
+        found_all = [*read.classes, *read.workflows]
+    for found in found_all:
+        if found.name not in registry.entries:
+            registry.entries[found.name] = BlockEntry(
+                found.name, found.role, "diffusers", f"diffusers/modular_pipelines/{found.family}/{found.stage}.py",
+                load=found.load, group=found.family if found.role == "workflow" else f"{found.family}/{found.stage}",
+                default_blocks=found.default_blocks, read_specs=entry_specs, workflows=found.workflows)
+    return registry

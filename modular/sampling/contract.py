@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.compat import SCHEDULER_STEPPING
-from ..core.errors import LoopConfigError
+from ..core.errors import ConfigError
 from ..core.runner import BlockConfig, LoopResult, StepHooks, require_blocks, run_loop
 
 
@@ -70,7 +70,7 @@ SCHEDULER_TENSORS = {name: f"{SCHEDULER_STATE}.{name}" for name, kind in SCHEDUL
 GENERATOR_STATE = "noise_generator_state"
 STEP_HISTORY = ("old_denoised", SCHEDULER_STATE, *SCHEDULER_TENSORS.values(), GENERATOR_STATE)
 # The values a denoise loop's blocks find in the block state with no node giving them: the host's, `denoised`,
-# which the prediction block writes each step, and the step blocks' history. Block nodes of a denoise loop's family hide them.
+# which the prediction block writes each step, and the step blocks' history. Block nodes written for a denoise loop (its `model_name`) hide them.
 PROVIDED_IN_LOOP = HOST_VALUES + ("denoised",) + STEP_HISTORY
 CHECKED_OUTPUTS = ("latents", "denoised")
 DENOISE_NO_BLOCKS_HINT = "connect a prediction block and a step block"
@@ -83,22 +83,22 @@ def is_denoise_loop(entry) -> bool:
 
 def provided_in_loop(registry, entry) -> set[str]:
     """The inputs of `entry` that the loop it runs in provides, so its node does not show them: a denoise loop's
-    host values; for a block of a denoise loop's family (the same `model_name`), those and `denoised`
+    host values; for a block written for a denoise loop's pipeline (the same `model_name`), those and `denoised`
     (`PROVIDED_IN_LOOP`). Nothing for any other block: in a plain loop a block is given what it reads (`latents`
     included)."""
     if entry.role == "loop":
         return set(HOST_VALUES) if is_denoise_loop(entry) else set()
-    families = {loop.family for loop in registry.loops()  # diffusers' own loops run on pipelines, never as samplers
-                if loop.origin != "diffusers" and is_denoise_loop(loop) and loop.family is not None}
-    return set(PROVIDED_IN_LOOP) if entry.family in families else set()
+    names = {loop.model_name for loop in registry.loops()  # diffusers' own loops run on pipelines, never as samplers
+             if loop.origin != "diffusers" and is_denoise_loop(loop) and loop.model_name is not None}
+    return set(PROVIDED_IN_LOOP) if entry.model_name in names else set()
 
 
 def check_sigmas(sigmas, label: str):
     """A clear error for a schedule a denoise loop cannot walk."""
     if getattr(sigmas, "ndim", None) != 1:
-        raise LoopConfigError(f"{label}: sigmas must be a 1-D schedule, got shape {tuple(getattr(sigmas, 'shape', ()))}")
+        raise ConfigError(f"{label}: sigmas must be a 1-D schedule, got shape {tuple(getattr(sigmas, 'shape', ()))}")
     if len(sigmas) < 2:
-        raise LoopConfigError(
+        raise ConfigError(
             f"{label}: zero steps: the sigmas hold {len(sigmas)} value(s), a denoise loop needs at least two "
             f"(steps >= 1 and denoise > 0)")
     values = [float(v) for v in sigmas]
@@ -106,11 +106,11 @@ def check_sigmas(sigmas, label: str):
     if bad:
         i = bad[0]
         shown = ", ".join(f"{v:.4g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
-        raise LoopConfigError(
+        raise ConfigError(
             f"{label}: sigmas must be strictly decreasing, but sigma[{i + 1}] = {values[i + 1]:.4g} follows "
             f"sigma[{i}] = {values[i]:.4g} ({shown})")
     if any(v != v for v in values) or values[-1] < 0:
-        raise LoopConfigError(f"{label}: sigmas must be finite and not negative ({values})")
+        raise ConfigError(f"{label}: sigmas must be finite and not negative ({values})")
 
 
 def check_blocks(blocks: Sequence[tuple[str, BlockConfig]], label: str, available=()):
@@ -124,14 +124,14 @@ def check_blocks(blocks: Sequence[tuple[str, BlockConfig]], label: str, availabl
         missing = [p.name for p in block.inputs if p.name and p.required and p.name not in have and p.name not in cfg.values]
         if missing:
             hint = " (attach a prediction block such as PredictDenoised before it)" if "denoised" in missing else ""
-            raise LoopConfigError(
+            raise ConfigError(
                 f"{label}: block {cfg.where(name)} reads {', '.join(repr(m) for m in missing)}, which no earlier block "
                 f"writes{hint}", block_node=cfg.node)
         outputs = {o.name for o in block.intermediate_outputs if o.name}
         writes_latents |= "latents" in outputs
         have |= outputs
     if not writes_latents:
-        raise LoopConfigError(
+        raise ConfigError(
             f"{label}: no step block: none of the attached blocks writes 'latents', so the loop would never "
             f"move (attach a step block such as EulerStep after the prediction block)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..core import compat
 from ..core.compat import stopped_at
-from ..core.errors import LoopConfigError
+from ..core.errors import ConfigError
 from ..core.state import copy_state
 
 
@@ -34,12 +34,12 @@ def continued_schedule(state, sigmas, label: str):
     position = stopped_at(state)
     saved = compat.state_values(state).get("sigmas")
     if position is None or not torch.is_tensor(saved) or saved.ndim != 1 or not 0 < position < len(saved):
-        raise LoopConfigError(
+        raise ConfigError(
             f"{label}: the state to resume is not one a denoise loop stopped with (it records no step and schedule; "
             f"save the state output of a KSampler node, or use the file its save_every writes)")
     stopped, first = float(saved[position]), float(sigmas[0])
     if abs(stopped - first) > 1e-5 * max(abs(stopped), 1e-3):
-        raise LoopConfigError(
+        raise ConfigError(
             f"{label}: the state stopped at step {position}, sigma {stopped:.6g}, but the sigmas given start at "
             f"{first:.6g}: give the rest of the same schedule from step {position} (KSampler: the same steps, scheduler "
             f"and denoise, start_step {position}; SamplerCustomAdvanced: SplitSigmas at step {position}, its low_sigmas)")

@@ -503,19 +503,25 @@ await scenario("missing_diffusers_node", async () => {
     const [type, origin] = Object.entries(info.nodes).find(([t, o]) => o.origin === "diffusers" && t.startsWith("ModularStep_")) ?? [];
     window.ml.clear();
     const id = type ? window.ml.add(type, [40, 40]) : null;
-    return { type, served: origin ?? null, version: info.diffusers_version ?? null,
-      saved: id != null ? window.ml.g().serialize().nodes.find((n) => String(n.id) === String(id)).properties["Modular Loops block"] ?? null : null };
+    const saved = (nid) => window.ml.g().serialize().nodes.find((n) => String(n.id) === String(nid)).properties["Modular Loops block"] ?? null;
+    // a workflow node (every template is one) records its origin too
+    const [wtype, worigin] = Object.entries(info.nodes).find(([t, o]) => o.origin === "diffusers" && t.startsWith("ModularWorkflow_")) ?? [];
+    const wid = wtype ? window.ml.add(wtype, [40, 300]) : null;
+    return { type, served: origin ?? null, version: info.diffusers_version ?? null, saved: id != null ? saved(id) : null,
+      workflow: { type: wtype, served: worigin ?? null, saved: wid != null ? saved(wid) : null } };
   });
   page.on("console", onConsole);
   await page.evaluate(async () => {
     const node = (id, type, origin) => ({ id, type, pos: [40, 40 + 120 * id], size: [270, 60], flags: {}, order: id, mode: 0,
       inputs: [], outputs: [], properties: { "Modular Loops block": origin }, widgets_values: [] });
     const wf = {
-      last_node_id: 3, last_link_id: 0, nodes: [
+      last_node_id: 4, last_link_id: 0, nodes: [
         node(1, "ModularStep_NoSuchDiffusersStep", { origin: "diffusers",
           source: "diffusers/modular_pipelines/stable_diffusion_xl/encoders.py", diffusers_version: "0.42.1" }),
         node(2, "ModularLoop_NoSuchDiffusersLoop", { origin: "diffusers", source: "diffusers/modular_pipelines/flux/denoise.py" }),
         node(3, "ModularBlock_NoSuchCustomBlock", { origin: "custom", source: "my_custom_block" }),
+        node(4, "ModularWorkflow_NoSuchAutoBlocks", { origin: "diffusers",
+          source: "diffusers/modular_pipelines/flux/modular_blocks_flux.py", diffusers_version: "0.42.1" }),
       ], links: [], groups: [], config: {}, extra: {}, version: 0.4,
     };
     await window.app.loadGraphData(wf);
@@ -526,6 +532,69 @@ await scenario("missing_diffusers_node", async () => {
   page.off("console", onConsole);
   await page.keyboard.press("Escape");
   return { recorded, warned, toast };
+});
+
+await scenario("workflow_template_fits", async () => {
+  // The SDXL text2image template as a user opens it: its workflow node fits one 1000 px high screen at the default
+  // zoom (the common values and the media the workflow reads; the rest in `more`), switching the workflow shows the
+  // sockets that workflow reads, and, on the tiny folder, it queues to diffusers' own pipe() picture.
+  const here = path.dirname(new URL(import.meta.url).pathname);
+  const template = JSON.parse(fs.readFileSync(path.join(here, "..", "..", "example_workflows",
+    "diffusers_stable_diffusion_xl_text2image.json"), "utf8"));
+  await page.evaluate(async (wf) => {
+    await window.app.loadGraphData(wf);
+    const ds = window.app.canvas.ds;
+    ds.scale = 1;
+    ds.offset = [40, 40];
+    window.app.canvas.setDirty(true, true);
+  }, template);
+  await page.waitForTimeout(600);
+  await page.screenshot({ path: path.join(outDir, "workflow_template.png") });
+  const measured = await page.evaluate(() => {
+    const { ml } = window;
+    const node = ml.g().nodes.find((n) => n.type.startsWith("ModularWorkflow_"));
+    const element = document.querySelector(`[data-node-id="${node.id}"]`);
+    const scale = window.app.canvas.ds.scale;
+    const content = Math.max(node.size[1], node.computeSize?.()[1] ?? 0); // what its widgets and sockets need
+    return { id: node.id, canvasHeight: content + (window.LiteGraph.NODE_TITLE_HEIGHT ?? 30),
+      domHeight: element ? element.getBoundingClientRect().height / scale : null,
+      inputs: node.inputs.map((i) => i.name), widgets: node.widgets.map((w) => w.name) };
+  });
+  const choose = async (workflow) => {
+    await page.evaluate(({ id, workflow }) => {
+      const widget = window.ml.node(id).widgets.find((w) => w.name === "workflow");
+      widget.value = workflow;
+      widget.callback?.(workflow);
+    }, { id: measured.id, workflow });
+    await page.waitForTimeout(300);
+    return page.evaluate((id) => window.ml.node(id).inputs.map((i) => i.name), measured.id);
+  };
+  const inpainting = await choose("inpainting");
+  const text2image = await choose("text2image");
+  const call = { prompt: "a cat", num_inference_steps: 2, height: 32, width: 32 };
+  const show = await page.evaluate(async ({ id, call }) => {
+    const { ml } = window;
+    const flow = ml.node(id);
+    for (const [k, v] of Object.entries({ ...call, generator: 0, output_type: "pt" })) flow.widgets.find((w) => w.name === k).value = v;
+    const loader = ml.g().nodes.find((n) => n.type === "ModularDiffusersLoader");
+    loader.widgets.find((w) => w.name === "folder").value = "tiny-sdxl";
+    loader.widgets.find((w) => w.name === "dtype").value = "float32";
+    const image = ml.g().nodes.find((n) => n.type === "ModularStateToImage");
+    const ref = ml.add("MLTest_DiffusersCall", [900, 500], { folder: "tiny-sdxl", call: JSON.stringify(call), output: "images", seed: 0 });
+    const control = ml.node(ref).widgets.find((w) => w.name === "control_after_generate");
+    if (control) control.value = "fixed";
+    const diff = ml.add("MLTest_ImageDiff", [1200, 500]);
+    const shown = ml.add("PreviewAny", [1200, 700]);
+    ml.connect(image.id, diff, "a");
+    ml.connect(ref, diff, "b");
+    ml.connect(diff, shown, "source");
+    await ml.settle();
+    return shown;
+  }, { id: measured.id, call });
+  await page.evaluate(() => window.app.queuePrompt(0));
+  await page.waitForFunction((id) => window.ml.previewTexts(id).some((t) => t.includes("max_abs_diff")), show, { timeout: 120000 });
+  const queued = JSON.parse(await page.evaluate((id) => window.ml.previewTexts(id).find((t) => t.includes("max_abs_diff")), show));
+  return { measured, inpainting, text2image, queued };
 });
 
 await scenario("expand_workflow", async () => {

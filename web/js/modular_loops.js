@@ -13,21 +13,25 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
+// The names the pack states once (nodes/names.py), read from GET /modular_loops/blocks before any node is registered
+// (`init`): node-id prefixes, the block sockets' name, the sockets a diffusers chain hands along.
+let NAMES = { prefixes: {}, block_socket: "block_", chain_sockets: [] };
+const prefix = (kind) => NAMES.prefixes[kind] ?? "\u0000"; // (a prefix no node type has, before the names are read)
 // Nodes with block sockets: state loops, and a denoise loop's SAMPLER and KSampler nodes.
-const LOOP_PREFIXES = ["ModularLoop_", "ModularSampler_", "ModularKSampler_"];
-const BLOCK_PREFIX = "ModularBlock_";
-const STEP_PREFIX = "ModularStep_"; // one of diffusers' pipeline steps (no block sockets, not a block)
-const BLOCK_SOCKET = /^block_(\d+)$/;
+const LOOP_KINDS = ["loop", "sampler", "ksampler"];
+let BLOCK_SOCKET = /^block_(\d+)$/;
+const blockSocket = (n) => `${NAMES.block_socket}${n}`;
 const BLOCK_TYPE = "LOOP_BLOCK";
 const LOOP_COLOR = { color: "#2a4a6a", bgcolor: "#355a7f" };
 const BLOCK_COLOR = { color: "#3a5a3a", bgcolor: "#4a6f4a" };
 const ORIGIN_PROPERTY = "Modular Loops block";
 
-const isLoop = (type) => LOOP_PREFIXES.some((p) => type?.startsWith(p));
-const isOurs = (type) => isLoop(type) || type?.startsWith(BLOCK_PREFIX);
-const isStep = (type) => type?.startsWith(STEP_PREFIX);
+const isLoop = (type) => LOOP_KINDS.some((k) => type?.startsWith(prefix(k)));
+const isOurs = (type) => isLoop(type) || type?.startsWith(prefix("block"));
+const isStep = (type) => type?.startsWith(prefix("step")); // one of diffusers' pipeline steps (no block sockets)
+const isWorkflow = (type) => type?.startsWith(prefix("workflow")); // a family's Auto blocks running a named workflow
 // Nodes whose origin a saved workflow records (and a missing one is explained).
-const isRecorded = (type) => isOurs(type) || isStep(type);
+const isRecorded = (type) => isOurs(type) || isStep(type) || isWorkflow(type);
 // The workflow's graph: `app.rootGraph` where the frontend has it (it deprecates `app.graph`).
 const rootGraph = () => app.rootGraph ?? app.graph;
 
@@ -42,7 +46,7 @@ const inputSource = (node, slot) => {
 
 function blockLabel(node, slot, n) {
   const source = inputSource(node, slot);
-  return source ? `${n}. ${source.title}` : `block_${n}`;
+  return source ? `${n}. ${source.title}` : blockSocket(n);
 }
 
 /** Exactly one free block socket after the connected ones, numbered block_1.. in socket order. */
@@ -57,12 +61,12 @@ export function arrangeBlockSockets(node) {
     for (const [slot, input] of node.inputs.entries()) {
       if (!BLOCK_SOCKET.test(input.name)) continue;
       n += 1;
-      input.name = input.localized_name = `block_${n}`;
+      input.name = input.localized_name = blockSocket(n);
       input.label = blockLabel(node, slot, n);
     }
-    const max = node.constructor.__mlMaxBlocks ?? 16;
+    const max = node.constructor.__mlMaxBlocks ?? NAMES.max_blocks;
     if (n < max) {
-      node.addInput(`block_${n + 1}`, BLOCK_TYPE, { shape: 7 });
+      node.addInput(blockSocket(n + 1), BLOCK_TYPE, { shape: 7 });
       const added = node.inputs[node.inputs.length - 1];
       added.localized_name = added.name;
       added.label = added.name;
@@ -240,6 +244,7 @@ function recordOrigin(nodeType, type) {
 }
 
 function kindOf(type) {
+  if (isWorkflow(type)) return "diffusers workflow node";
   return isLoop(type) ? "loop wrapper" : isStep(type) ? "diffusers step" : "loop block";
 }
 
@@ -254,7 +259,8 @@ function diffusersText(kind, name, saved) {
 function originText(type, saved) {
   const name = type.slice(type.indexOf("_") + 1);
   const kind = kindOf(type);
-  const origin = saved?.origin ?? (isStep(type) ? "diffusers" : undefined); // steps are only ever diffusers' own
+  // steps and workflow nodes are only ever diffusers' own
+  const origin = saved?.origin ?? (isStep(type) || isWorkflow(type) ? "diffusers" : undefined);
   if (origin === "diffusers") return diffusersText(kind, name, saved);
   if (origin === "pack") return `${kind} ${name} shipped with Modular Loops (${saved.source}); update or reinstall the pack`;
   if (origin === "custom") return `${kind} ${name} from a diffusers custom-block folder (${saved.source}); put that folder into ComfyUI/models/modular_blocks/ and restart`;
@@ -281,9 +287,11 @@ function showSaved(node, text) {
 
 // --- a workflow node expanded into its chain of steps ---------------------------------------------
 
-const WORKFLOW_PREFIX = "ModularWorkflow_"; // a family's Auto blocks: one node running a named workflow
-const CHAIN_SOCKETS = ["state", "pipeline", "guider", "scheduler"]; // the workflow node's own, not a call's values
-const isWorkflow = (type) => type?.startsWith(WORKFLOW_PREFIX);
+
+/** Whether a node's widget is one of the pack's JSON text boxes (a value typed as JSON, e.g. clip_skip on a step). */
+function isJsonWidget(node, name) {
+  return String(node.constructor.__mlInputs?.[name]?.[1]?.placeholder ?? "").includes("(JSON");
+}
 
 function setWidget(node, name, value) {
   const widget = node.widgets?.find((w) => w.name === name);
@@ -293,21 +301,65 @@ function setWidget(node, name, value) {
   return true;
 }
 
-/** What a workflow node gives: widgets away from their default (a call's value given once) and connected sockets. */
+/** A workflow node shows the media sockets (image, mask, control image, ...) the chosen workflow reads, and those
+ *  connected: the others are taken off until a workflow that reads them is chosen (`inputs_of`, from the server). */
+export function showWorkflowSockets(node) {
+  if (!node?.inputs) return;
+  const workflow = node.widgets?.find((w) => w.name === "workflow")?.value;
+  const reads = new Set(node.constructor.__mlInputsOf?.[workflow] ?? node.constructor.__mlMedia ?? []);
+  const spec = node.constructor.__mlInputs ?? {};
+  for (const name of node.constructor.__mlMedia ?? []) {
+    const slot = node.inputs.findIndex((i) => i.name === name);
+    if (slot >= 0 && !reads.has(name) && !node.isInputConnected(slot)) node.removeInput(slot);
+    else if (slot < 0 && reads.has(name)) node.addInput(name, spec[name]?.[0] ?? "*", { tooltip: spec[name]?.[1]?.tooltip });
+  }
+  const min = node.computeSize?.();
+  if (min) node.setSize([node.size[0], min[1]]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+function scheduleWorkflowSockets(node) {
+  if (!node || node.__mlWorkflowScheduled) return;
+  node.__mlWorkflowScheduled = true;
+  setTimeout(() => {
+    node.__mlWorkflowScheduled = false;
+    const graph = node.graph;
+    if (!graph) return;
+    graph.beforeChange?.();
+    try {
+      showWorkflowSockets(node);
+    } finally {
+      graph.afterChange?.();
+    }
+  }, 0);
+}
+
+/** What a workflow node gives: widgets away from their default (a call's value given once), its seed (a whole call's
+ *  seed is always given: ComfyUI's seed widget, with its control after generate) and connected sockets. */
 function givenOn(node) {
   const spec = node.constructor.__mlInputs ?? {};
   const given = {};
   const sockets = {};
   for (const widget of node.widgets ?? []) {
     if (widget.name === "workflow" || !(widget.name in spec)) continue;
-    const declared = spec[widget.name]?.[1]?.default;
-    if (widget.value !== declared && !(declared === undefined && widget.value === "")) given[widget.name] = { value: widget.value };
+    if (widget.name === NAMES.more) {  // the call's other values (JSON): each one given, as its own
+      try {
+        for (const [name, value] of Object.entries(widget.value ? JSON.parse(widget.value) : {})) given[name] = { value, json: true };
+      } catch (e) {
+        throw new Error(`${node.title}: '${NAMES.more}' is not valid JSON (${e.message})`);
+      }
+      continue;
+    }
+    const options = spec[widget.name]?.[1] ?? {};
+    const declared = options.default;
+    const away = widget.value !== declared && !(declared === undefined && widget.value === "");
+    if (away || options.control_after_generate) given[widget.name] = { value: widget.value };
   }
   for (const [slot, input] of (node.inputs ?? []).entries()) {
     const link = node.isInputConnected(slot) ? node.getInputLink(slot) : null;
     if (!link) continue;
     const source = { id: link.origin_id, slot: link.origin_slot };
-    if (CHAIN_SOCKETS.includes(input.name)) sockets[input.name] = source;
+    if (NAMES.chain_sockets.includes(input.name)) sockets[input.name] = source; // the node's own, not the call's
     else given[input.name.replace(/_link$/, "")] = { link: source, input: input.name };
   }
   return { given, sockets };
@@ -354,7 +406,7 @@ export async function expandWorkflow(node) {
       for (const name of item.takes) {
         const g = given[name];
         if (g.link) connect(g.link, step, step.findInputSlot(g.input) >= 0 ? g.input : name);
-        else setWidget(step, name, g.value);
+        else setWidget(step, name, g.json && isJsonWidget(step, name) ? JSON.stringify(g.value) : g.value);
       }
       for (const [name, source] of Object.entries(sockets)) {
         if (name !== "state" || !made.length) connect(source, step, name);
@@ -395,9 +447,41 @@ app.registerExtension({
       };
       return;
     }
+    // every declared input, with its options (a workflow node's expansion reads them on the nodes it makes)
+    if (isRecorded(nodeData.name)) nodeType.__mlInputs = { ...(nodeData.input?.required ?? {}), ...(nodeData.input?.optional ?? {}) };
     if (isStep(nodeData.name)) recordOrigin(nodeType, nodeData.name);
     if (isWorkflow(nodeData.name)) {
-      nodeType.__mlInputs = { ...(nodeData.input?.required ?? {}), ...(nodeData.input?.optional ?? {}) };
+      recordOrigin(nodeType, nodeData.name);
+      nodeType.__mlMedia = Object.keys(nodeData.input?.optional ?? {}).filter((n) => !NAMES.chain_sockets.includes(n));
+      nodeType.__mlInputsOf = nodeData.input?.required?.workflow?.[1]?.inputs_of ?? {};
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        const choice = this.widgets?.find((w) => w.name === "workflow");
+        if (choice) {
+          const callback = choice.callback;
+          choice.callback = function () {
+            const r2 = callback?.apply(this, arguments);
+            scheduleWorkflowSockets(choice.node ?? this.node ?? null);
+            return r2;
+          };
+          choice.node = this;
+        }
+        showWorkflowSockets(this);
+        return r;
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        const r = onConfigure?.apply(this, arguments);
+        scheduleWorkflowSockets(this);
+        return r;
+      };
+      const onWidgetChanged = nodeType.prototype.onWidgetChanged;
+      nodeType.prototype.onWidgetChanged = function (name) {
+        const r = onWidgetChanged?.apply(this, arguments);
+        if (name === "workflow") scheduleWorkflowSockets(this);
+        return r;
+      };
       const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
       nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
         const r = getExtraMenuOptions?.apply(this, arguments);
@@ -459,20 +543,26 @@ app.registerExtension({
     recordOrigin(nodeType, nodeData.name);
   },
 
-  async setup() {
-    // Nodes 2.0 makes a graph's elements when it is shown (a subgraph opened, the root graph again).
-    new MutationObserver(() => failedNodes.length && outlineFailedElements())
-      .observe(document.body, { childList: true, subtree: true });
+  async init() {
+    // Before the node definitions are registered: the names, the installed classes and this server's diffusers.
     try {
       const res = await api.fetchApi("/modular_loops/blocks");
       if (res.ok) {
         const info = await res.json();
         installed = info.nodes ?? {};
         diffusersVersion = info.diffusers_version ?? null;
+        NAMES = info.names ?? NAMES;
+        BLOCK_SOCKET = new RegExp(`^${NAMES.block_socket}(\\d+)$`);
       }
     } catch (e) {
       console.warn("[Modular Loops] could not read the installed blocks", e);
     }
+  },
+
+  async setup() {
+    // Nodes 2.0 makes a graph's elements when it is shown (a subgraph opened, the root graph again).
+    new MutationObserver(() => failedNodes.length && outlineFailedElements())
+      .observe(document.body, { childList: true, subtree: true });
   },
 
   async loadedGraphNode(node) {
