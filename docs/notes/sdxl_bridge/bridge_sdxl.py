@@ -301,8 +301,8 @@ def main():
 
 
 def tiny_sdxl_components(unet, seed=0):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from tiny_parts import tiny_tokenizer
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "fixtures"))
+    from tiny_diffusers import tiny_tokenizer  # the pack's tiny byte-level CLIP tokenizer
     from diffusers import AutoencoderKL, EulerDiscreteScheduler
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
