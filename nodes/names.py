@@ -6,7 +6,7 @@ GET /modular_loops/blocks (`for_page`), never a copy of its own."""
 from __future__ import annotations
 
 from ..modular.core.compat import DEFAULT_WORKFLOW
-from ..modular.pipelines.media import AUDIO_NAMES
+from ..modular.pipelines.media import AUDIO_NAMES, IMAGE_NAMES
 from ..modular.pipelines.params import MORE  # a workflow node's widget for the call's other values
 
 # node id = prefix + class name; a loop's nodes, a block's, a diffusers step's, a family's workflow node's, a
@@ -21,4 +21,5 @@ CHAIN_SOCKETS = ("state", "pipeline", "guider", "scheduler")  # a workflow node'
 def for_page() -> dict:
     return {"prefixes": NODE_PREFIXES, "block_socket": BLOCK_SOCKET, "max_blocks": MAX_BLOCKS,
             "chain_sockets": list(CHAIN_SOCKETS), "default_workflow": DEFAULT_WORKFLOW, "audio_names": list(AUDIO_NAMES),
+            "image_names": list(IMAGE_NAMES),
             "more": MORE}

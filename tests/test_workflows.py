@@ -22,9 +22,10 @@ require_host()
 
 sys.path.insert(0, str(FIXTURES))
 import tiny  # noqa: E402
+from modular.pipelines.media import AUDIO_NAMES  # noqa: E402
 
 SEED = 0
-AUDIO = ("audio", "audios", "sound")  # a family whose output is a waveform (MiniMax Music)
+AUDIO = AUDIO_NAMES  # diffusers' names for a waveform: a family whose output is one (MiniMax Music)
 TOL = 1e-5
 COVERAGE = ROOT / "tests" / ".artifacts" / "coverage"
 

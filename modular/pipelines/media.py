@@ -106,6 +106,15 @@ def check_sizes(media: dict, kinds: dict, asked: dict, label: str):
 
 
 AUDIO_NAMES = ("audio", "audios", "sound")  # what diffusers' decoders call a waveform (LTX-2, MiniMax, Cosmos)
+IMAGE_NAMES = ("images", "videos")  # what they call decoded pictures (a video family's decoder writes `videos`)
+
+
+def output_key(held: dict, key: str, names: tuple) -> str:
+    """The state value a converter reads: `key`; where `key` is the first of diffusers' `names` for that output and
+    the state has none, the first of the others it holds (a video family's `videos` for `images`)."""
+    if key == names[0] and held.get(key) is None:
+        return next((k for k in names if held.get(k) is not None), key)
+    return key
 RATE_NAMES = ("sampling_rate", "sample_rate", "audio_sampling_rate")  # what they call its rate, in a state
 
 

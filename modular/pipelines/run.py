@@ -298,6 +298,21 @@ def lay_out_chain(blocks_cls, workflow: str, given, shows, label: str) -> tuple[
     return laid, left
 
 
+def configured_step(where: str, block_cls, label: str):
+    """The instance of `block_cls` that diffusers' chain for a workflow holds, named `where` =
+    "<Blocks class>/<workflow>/<step name>" (a step node's `configured_as`, set when a workflow node is expanded):
+    the Blocks class is looked up among diffusers' own workflow classes only (as the start read them), never built
+    from a name in a workflow."""
+    from .scan import shipped
+
+    parts = where.split("/", 2)
+    blocks = {c.name: c for c in shipped().workflows}.get(parts[0]) if len(parts) == 3 else None
+    if blocks is None:
+        raise ConfigError(f"{label}: configured_as {where!r} is not <Blocks class>/<workflow>/<step name> of one of "
+                          f"diffusers' workflow classes")
+    return chain_block(blocks.load(), parts[1], parts[2], block_cls, label)
+
+
 def chain_block(blocks_cls, workflow: str, name: str, block_cls, label: str):
     """The block at `name` of diffusers' chain for a named `workflow` of `blocks_cls`, as diffusers configured it
     (it must be a `block_cls`): what a step node expanded from a workflow node runs."""

@@ -13,7 +13,6 @@ from ...modular.core.errors import node_where
 from ...modular.core.params import ParamSpec
 from ...modular.pipelines import run
 from ...modular.pipelines.params import MORE, more_values, shown_on_workflow_node
-from ...modular.pipelines.scan import shipped
 from .. import widgets
 from ..names import CHAIN_SOCKETS, NODE_PREFIXES
 from ..factory import BlockNode, DeclaredNode, LoopNode, make_node, node_id
@@ -118,22 +117,8 @@ class PipelineStepNode(PipelineNode):
 
     @classmethod
     def configured_block(cls, where: str, label: str):
-        """The step's block: its class, or (`where` = "<Blocks>/<workflow>/<name>") the instance diffusers' chain for
-        that workflow holds, chosen among diffusers' own workflow classes only."""
-        if not where:
-            return cls.ENTRY.cls
-        parts = where.split("/", 2)
-        blocks = workflow_classes().get(parts[0]) if len(parts) == 3 else None
-        if blocks is None:
-            raise ConfigError(f"{label}: configured_as {where!r} is not <Blocks class>/<workflow>/<step name> of "
-                                  f"one of diffusers' workflow classes")
-        return run.chain_block(blocks.load(), parts[1], parts[2], cls.ENTRY.cls, label)
-
-
-@functools.lru_cache(maxsize=None)
-def workflow_classes() -> dict:
-    """{name: ShippedClass} of diffusers' workflow classes (as the start read them)."""
-    return {c.name: c for c in shipped().workflows}
+        """The step's block: its class, or the instance a workflow's chain holds (`run.configured_step`)."""
+        return run.configured_step(where, cls.ENTRY.cls, label) if where else cls.ENTRY.cls
 
 
 MORE_SPEC = ParamSpec(MORE, "json", dict, None, options={"link": False}, description=(

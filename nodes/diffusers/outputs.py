@@ -6,7 +6,8 @@ from __future__ import annotations
 from ...modular import ConfigError, copy_state
 from ...modular.core import compat
 from ...modular.pipelines.latents import from_host_latent, to_host_latent
-from ...modular.pipelines.media import AUDIO_NAMES, audio_rate, frame_rate, host_audio, host_frames
+from ...modular.pipelines.media import (AUDIO_NAMES, IMAGE_NAMES, audio_rate, frame_rate, host_audio, host_frames,
+                                         output_key)
 from ..state_files import value_named
 from ..widgets import PIPELINE_TYPE, STATE_TYPE
 from . import CATEGORY
@@ -32,12 +33,9 @@ class StateToImage:
             "asked and the state has only `videos`).")})}}
 
     def convert(self, state, key):
-        held = compat.state_values(state)
-        if key == "images" and key not in held and "videos" in held:
-            key = "videos"  # a video family's decoder writes `videos`
+        key = output_key(compat.state_values(state), key, IMAGE_NAMES)
         images, video = host_frames(value_named(state, key, "State To Image"), key)
         return (images, frame_rate(state) if video else 0.0)
-
 
 
 class StateToAudio:
@@ -59,8 +57,7 @@ class StateToAudio:
 
     def convert(self, state, key, pipeline=None):
         held = compat.state_values(state)
-        if key == AUDIO_NAMES[0] and key not in held:
-            key = next((k for k in AUDIO_NAMES if held.get(k) is not None), key)
+        key = output_key(held, key, AUDIO_NAMES)
         label = f"State To Audio: '{key}'"
         waveform = host_audio(value_named(state, key, "State To Audio"), label)
         rate = audio_rate(held, pipeline)
