@@ -575,7 +575,9 @@ await scenario("workflow_template_fits", async () => {
   const show = await page.evaluate(async ({ id, call }) => {
     const { ml } = window;
     const flow = ml.node(id);
-    for (const [k, v] of Object.entries({ ...call, generator: 0, output_type: "pt" })) flow.widgets.find((w) => w.name === k).value = v;
+    // the call's values (the template's negative prompt cleared: the reference call has none), its seed kept fixed
+    const values = { ...call, negative_prompt: "", generator: 0, control_after_generate: "fixed", output_type: "pt" };
+    for (const [k, v] of Object.entries(values)) flow.widgets.find((w) => w.name === k).value = v;
     const loader = ml.g().nodes.find((n) => n.type === "ModularDiffusersLoader");
     loader.widgets.find((w) => w.name === "folder").value = "tiny-sdxl";
     loader.widgets.find((w) => w.name === "dtype").value = "float32";
@@ -606,7 +608,7 @@ await scenario("expand_workflow", async () => {
     ml.clear();
     const pipe = ml.add("ModularDiffusersLoader", [20, 60], { folder: "tiny-sdxl", dtype: "float32" });
     const flow = ml.add("ModularWorkflow_StableDiffusionXLAutoBlocks", [320, 60],
-      { workflow: "text2image", ...call, generator: 0, output_type: "pt" });
+      { workflow: "text2image", ...call, generator: 0, control_after_generate: "fixed", output_type: "pt" });
     const image = ml.add("ModularStateToImage", [700, 60]);
     const ref = ml.add("MLTest_DiffusersCall", [700, 260], { folder: "tiny-sdxl", call: JSON.stringify(call), output: "images", seed: 0 });
     const control = ml.node(ref).widgets.find((w) => w.name === "control_after_generate"); // a "seed" widget's

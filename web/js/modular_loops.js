@@ -457,15 +457,15 @@ app.registerExtension({
       const onNodeCreated = nodeType.prototype.onNodeCreated;
       nodeType.prototype.onNodeCreated = function () {
         const r = onNodeCreated?.apply(this, arguments);
+        const node = this;
         const choice = this.widgets?.find((w) => w.name === "workflow");
         if (choice) {
           const callback = choice.callback;
           choice.callback = function () {
             const r2 = callback?.apply(this, arguments);
-            scheduleWorkflowSockets(choice.node ?? this.node ?? null);
+            scheduleWorkflowSockets(node);
             return r2;
           };
-          choice.node = this;
         }
         showWorkflowSockets(this);
         return r;
