@@ -12,6 +12,7 @@ import comfy.utils
 from server import PromptServer
 
 from ..modular import ModularError, StepHooks
+from ..modular.pipelines.bridge import is_bridged
 
 FAILED_BLOCK_EVENT = "modular_loops.failed_block"
 log = logging.getLogger("modular_loops")
@@ -82,7 +83,7 @@ def model_patchers(pipeline) -> dict:
         patchers = {}
         for name in pipeline.components:
             module = getattr(pipeline, name, None)
-            if isinstance(module, torch.nn.Module):
+            if isinstance(module, torch.nn.Module) and not is_bridged(module):  # a MODEL's: loaded by its session
                 patchers[name] = comfy.model_patcher.ModelPatcher(
                     _holder(module), load_device=device(), offload_device=comfy.model_management.unet_offload_device())
         setattr(pipeline, PATCHERS, patchers)

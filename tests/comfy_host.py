@@ -22,7 +22,7 @@ __all__ = ["ComfyServer", "Graph", "Interrupted", "RunResult", "interrupt_at_fir
            "widget_values",
            "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
-           "TINY_SDXL", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]
+           "TINY_SDXL", "TINY_SDXL_COMFY", "TINY_SDXL_LORA", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -122,6 +122,8 @@ def install_testkit(server: "ComfyServer", fixtures: Path, log=None):
 
 
 TINY_SDXL = "tiny-sdxl"
+TINY_SDXL_COMFY = "tiny-sdxl-comfy"  # sizes ComfyUI's SDXL network carries (the bridge's tests)
+TINY_SDXL_LORA = "tiny-sdxl-comfy-lora.safetensors"  # in models/loras: a LoRA for its UNet
 TINY_SD3_PIPELINE = "tiny-sd3"
 TINY_FLUX = "tiny-flux"
 TINY_WAN = "tiny-wan"  # Wan 2.1 text-to-video
@@ -134,7 +136,7 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
     refused, never read)."""
     root = server.base / "models" / "diffusers"
     sdxl = root / TINY_SDXL
-    for kind, folder in (("sdxl", sdxl), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
+    for kind, folder in (("sdxl", sdxl), ("sdxl-comfy", root / TINY_SDXL_COMFY), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
                          ("wan", root / TINY_WAN)):
         if not (folder / "model_index.json").is_file():
             r = subprocess.run([server.python, str(fixtures / "tiny_diffusers.py"), kind, str(folder)],
@@ -144,6 +146,13 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
     r = subprocess.run([server.python, str(fixtures / "tiny" / "make.py"), str(root)], capture_output=True, text=True)
     if r.returncode != 0:  # every family's tiny folders (tests/fixtures/tiny), ~10 s
         raise RuntimeError(f"could not write the tiny family pipelines: {r.stderr[-2000:]}")
+    lora = server.base / "models" / "loras" / TINY_SDXL_LORA
+    if not lora.is_file():
+        lora.parent.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([server.python, str(fixtures / "comfy_testkit" / "bridge_kit.py"), "lora",
+                            str(root / TINY_SDXL_COMFY), str(lora)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"could not write the tiny SDXL LoRA: {r.stderr[-2000:]}")
     pickled = root / PICKLE_ONLY
     if not pickled.is_dir():
         shutil.copytree(sdxl, pickled)

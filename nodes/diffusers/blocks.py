@@ -41,18 +41,23 @@ def pipeline_sockets(entry) -> dict:
     return sockets
 
 
+@contextlib.contextmanager
 def run_components(entry, label, blocks=(), pipeline=None, guider=None, scheduler=None):
     """`run.run_components` with ComfyUI's model management and device: a block's modules are loaded when it runs;
-    a loop node's (with the blocks attached to it) before it starts."""
+    a loop node's (with the blocks attached to it) before it starts; a MODEL's (a bridged pipeline's denoiser) in
+    one sampling session for the node's run."""
     from .. import host
+    from .bridge import sessions
 
     uses = used_components(entry)
     preload = ()
     if entry.role == "loop":
         preload = uses | {c.name for _, config in blocks for c in config.cls().expected_components if c.name}
-    return run.run_components(uses, label, pipeline, guider, scheduler, preload,
-                              load=functools.partial(host.load_components, pipeline) if pipeline is not None else None,
-                              device=host.pipeline_device(pipeline) if pipeline is not None else None)
+    with run.run_components(uses, label, pipeline, guider, scheduler, preload,
+                            load=functools.partial(host.load_components, pipeline) if pipeline is not None else None,
+                            device=host.pipeline_device(pipeline) if pipeline is not None else None) as components:
+        with sessions(pipeline, components):
+            yield components
 
 
 class PipelineNode(DeclaredNode):

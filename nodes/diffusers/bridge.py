@@ -1,0 +1,245 @@
+"""diffusers' loops on ComfyUI's own MODEL: Diffusers Pipeline From MODEL (the family's modular pipeline whose
+denoiser is the MODEL, reached through ComfyUI's own model call) and CONDITIONING To State (CLIP Text Encode's
+conditioning and a LATENT's size as the state the family's steps read).
+
+The conversions are `modular.pipelines.bridge`'s; what is ComfyUI's is here: `ComfyModel` calls the MODEL the way
+KSampler's CFGGuider does, inside one sampling session per node run (`sessions`): the patcher's wrappers and
+callbacks merged into a clone of its model_options (`prepare_model_patcher`), the model and its additional models
+loaded with their weight patches (LoRAs) by `prepare_sampling` -> `load_models_gpu`, `pre_run`, and each call
+through `comfy.samplers.calc_cond_batch` (hooks, transformer_options patches, model_function_wrapper,
+APPLY_MODEL / DIFFUSION_MODEL wrappers); afterwards `cleanup`, `cleanup_models`, `restore_hook_patches`."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+import uuid
+
+from ...modular import ConfigError, copy_state
+from ...modular.pipelines import bridge
+from ...modular.pipelines.latents import LATENT_IO
+from ..widgets import PIPELINE_TYPE, STATE_TYPE
+from . import CATEGORY
+
+FROM_MODEL = "Diffusers Pipeline From MODEL"
+TO_STATE = "CONDITIONING To State"
+DISCRETE = ("EPS", "V_PREDICTION")  # ComfyUI model types whose denoised estimate converts to epsilon on a discrete schedule
+
+
+class ComfyModel:
+    """`bridge.HostModel` on a ComfyUI ModelPatcher: sigma from its (patched) model_sampling, the denoised estimate
+    through `calc_cond_batch` in a sampling session."""
+
+    def __init__(self, patcher):
+        self.patcher = patcher
+        self.model_options = None  # the open session's
+        self._close = None
+        self.sample_sigmas = lambda: None  # the run's schedule (ComfyUI's transformer_options["sample_sigmas"])
+
+    @property
+    def model_sampling(self):
+        return self.patcher.get_model_object("model_sampling")
+
+    @property
+    def sigma_data(self):
+        return float(self.model_sampling.sigma_data)
+
+    def sigma(self, timestep):
+        return self.model_sampling.sigma(timestep)
+
+    def open(self, noise_shape, sigmas=None):
+        """Start a sampling session as CFGGuider.sample / outer_sample do (see the module's docstring)."""
+        import comfy.model_patcher
+        import comfy.sampler_helpers
+
+        if self.model_options is not None:
+            return
+        patcher = self.patcher
+        model_options = comfy.model_patcher.create_model_options_clone(patcher.model_options)
+        model_options.setdefault("transformer_options", {})
+        hook_mode, conds = patcher.hook_mode, {}
+        comfy.sampler_helpers.prepare_model_patcher(patcher, conds, model_options)
+        _, conds, loaded = comfy.sampler_helpers.prepare_sampling(patcher, noise_shape, conds, model_options)
+        if sigmas is not None:
+            model_options["transformer_options"]["sample_sigmas"] = sigmas
+        patcher.pre_run()
+
+        def close():
+            patcher.cleanup()
+            comfy.sampler_helpers.cleanup_models(conds, loaded)
+            patcher.hook_mode = hook_mode
+            patcher.restore_hook_patches()
+
+        self.model_options, self._close = model_options, close
+
+    def close(self):
+        close, self.model_options, self._close = self._close, None, None
+        if close is not None:
+            close()
+
+    def denoise(self, x, sigma, rows, uncond):
+        import comfy.model_management
+        import comfy.samplers
+
+        if self.model_options is None:  # the first call of a node's run: its session, closed by `sessions`
+            self.open(tuple(x.shape), self.sample_sigmas())
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        base = self.patcher.model
+        device = self.patcher.load_device
+        x, sigma = x.to(device), sigma.to(device)
+        per_row = [base.extra_conds(device=device, noise=x[i:i + 1], **row) for i, row in enumerate(rows)]
+        merged = {k: per_row[0][k] if len(per_row) == 1 else
+                  type(per_row[0][k])(per_row[0][k].concat([r[k] for r in per_row[1:]])) for k in per_row[0]}
+        cond = {"model_conds": merged, "uuid": uuid.uuid4()}
+        conds = [None, [cond]] if uncond else [[cond]]  # an unconditional batch: patches see cond_or_uncond [1]
+        return comfy.samplers.calc_cond_batch(base, conds, x, sigma, self.model_options)[-1]
+
+
+def model_family(model, label: str) -> bridge.Family:
+    """The bridged family of a ComfyUI MODEL, refused by name when it is none or cannot be bridged."""
+    base = getattr(model, "model", None)
+    if base is None or not hasattr(model, "model_options"):
+        raise ConfigError(f"{label}: 'model' is not a ComfyUI MODEL")
+    family = bridge.family_for(type(base).__name__)
+    model_type = getattr(getattr(base, "model_type", None), "name", "?")
+    if model_type not in DISCRETE or not hasattr(model.get_model_object("model_sampling"), "sigmas"):
+        raise ConfigError(f"{label}: a {type(base).__name__} model with {model_type} prediction on "
+                          f"{type(model.get_model_object('model_sampling')).__name__}: only {' / '.join(DISCRETE)} on a "
+                          f"discrete schedule is bridged for {family.name}")
+    return family
+
+
+def sdxl_config(base) -> dict:
+    """What diffusers' SDXL blocks read of `unet.config`, from ComfyUI's SDXL model."""
+    unet = base.model_config.unet_config
+    return {"in_channels": unet["in_channels"], "out_channels": unet["out_channels"],
+            "sample_size": unet.get("image_size") or 128, "cross_attention_dim": unet["context_dim"],
+            "addition_time_embed_dim": base.embedder.dim, "addition_embed_type": "text_time",
+            "projection_class_embeddings_input_dim": unet["adm_in_channels"], "time_cond_proj_dim": None}
+
+
+DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config}
+
+
+def pooled_width(family, config) -> int | None:
+    """The pooled vector width the denoiser takes (SDXL: its added embedding minus the six size ids)."""
+    if family.name == "StableDiffusionXL":
+        return config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+    return None
+
+
+def bridged_pipeline(model, label: str = FROM_MODEL):
+    """The family's diffusers modular pipeline with `model` (a ComfyUI MODEL) as its denoiser and the family's
+    scheduler on the model's own schedule; its LATENTs convert with the model's latent format."""
+    import diffusers
+
+    family = model_family(model, label)
+    base = model.model
+    config = DENOISER_CONFIG[family.name](base)
+    host = ComfyModel(model)
+    denoiser = bridge.make_denoiser(family, host, config, model.model_dtype(), model.load_device)
+    pipeline = getattr(diffusers, family.blocks)().init_pipeline()
+    scheduler = bridge.scheduler_for(family, host.model_sampling.sigmas.detach().cpu())
+    pipeline.update_components(**{family.denoiser: denoiser}, scheduler=scheduler)
+    setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out, from_host=base.process_latent_in))
+    return pipeline
+
+
+@contextlib.contextmanager
+def sessions(pipeline, components):
+    """The run's bridged denoisers see its components (their guider) and share one sampling session, closed when
+    the node's run ends, also after a failure or an Interrupt."""
+    denoisers = bridge.bridged_denoisers(pipeline) if pipeline is not None else []
+    for denoiser in denoisers:
+        denoiser.run = components
+        denoiser.host.sample_sigmas = lambda: getattr(getattr(components, "scheduler", None), "sigmas", None)
+    try:
+        yield
+    finally:
+        for denoiser in denoisers:
+            denoiser.run = None
+            denoiser.host.sample_sigmas = lambda: None
+            denoiser.host.close()
+
+
+class PipelineFromModel:
+    DESCRIPTION = ("A ComfyUI MODEL (from Load Checkpoint, with its LoRAs and patches) as the family's diffusers "
+                   "pipeline, for diffusers' step, loop and guider nodes of that family: its denoiser is the MODEL "
+                   "called through ComfyUI's own model call (as KSampler calls it, so LoRAs, model patches and "
+                   "wrappers apply), its scheduler the family's diffusers scheduler on the MODEL's own noise schedule. "
+                   "Prompts come in as CONDITIONING (CONDITIONING To State), latents go out as a LATENT (State To "
+                   "LATENT -> VAE Decode). Bridged: " + ", ".join(f"{f.name} ({'/'.join(f.host_models)})"
+                                                                   for f in bridge.FAMILIES) + ".")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (PIPELINE_TYPE,)
+    RETURN_NAMES = ("pipeline",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL", {"tooltip": "The model to run diffusers' loop on (Load Checkpoint's, "
+                                                            "after any LoRA Loader or model patch)."})}}
+
+    def make(self, model):
+        return (bridged_pipeline(model),)
+
+
+class ConditioningToState:
+    DESCRIPTION = ("CLIP Text Encode's CONDITIONING (positive, and negative for guidance) as the text embeddings a "
+                   "bridged pipeline's steps read (SDXL: prompt_embeds and pooled_prompt_embeds, and the negative "
+                   "ones), with an Empty Latent Image's size and batch as the call's height, width and images per "
+                   "prompt. Areas, masks, ControlNets and timestep ranges on the conditioning are refused.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STATE_TYPE,)
+    RETURN_NAMES = ("state",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pipeline": (PIPELINE_TYPE, {"tooltip": "A Diffusers Pipeline From MODEL's."}),
+                             "positive": ("CONDITIONING",)},
+                "optional": {"negative": ("CONDITIONING", {"tooltip": "For guidance (CFG and the other guiders "
+                                                                       "that need an unconditional prediction)."}),
+                             "latent": ("LATENT", {"tooltip": "An Empty Latent Image: its size gives height and "
+                                                              "width, its batch the images per prompt."}),
+                             "state": (STATE_TYPE, {"tooltip": "A state to add them to."})}}
+
+    def convert(self, pipeline, positive, negative=None, latent=None, state=None):
+        denoisers = bridge.bridged_denoisers(pipeline)
+        if not denoisers:
+            raise ConfigError(f"{TO_STATE}: 'pipeline' is not a Diffusers Pipeline From MODEL's (its denoiser is no "
+                              f"ComfyUI MODEL); a diffusers folder's pipeline encodes prompts with its text encoder step")
+        denoiser = denoisers[0]
+        family, config = denoiser.family, denoiser.config
+        values = bridge.conditioning_values(family, positive, negative, config["cross_attention_dim"],
+                                            pooled_width(family, config), TO_STATE)
+        if latent is not None:
+            values.update(latent_values(latent, values["prompt_embeds"].shape[0], config, pipeline))
+        new = copy_state(state)
+        for key, value in values.items():
+            new.set(key, value)
+        return (new,)
+
+
+def latent_values(latent, prompts: int, config, pipeline) -> dict:
+    """An Empty Latent Image as the call's height, width and images per prompt; a LATENT it cannot take is refused."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    where = f"{TO_STATE}: 'latent'"
+    if samples is None or samples.ndim != 4:
+        raise ConfigError(f"{where}: not an image LATENT ([batch, channels, height, width])")
+    if samples.shape[1] != config["in_channels"]:
+        raise ConfigError(f"{where}: {samples.shape[1]} channels, but this model's latents have "
+                          f"{config['in_channels']}: use Empty Latent Image (this model's latent space)")
+    if "noise_mask" in latent or bool(samples.abs().max() > 0):
+        raise ConfigError(f"{where}: a LATENT with content (VAE Encode's, or with a noise mask): diffusers' "
+                          f"text2image loop starts from noise, and image2image / inpainting from a LATENT are not "
+                          f"bridged yet; connect an Empty Latent Image")
+    if samples.shape[0] % prompts:
+        raise ConfigError(f"{where}: a batch of {samples.shape[0]} for {prompts} prompt(s)")
+    factor = pipeline.vae_scale_factor
+    return {"height": samples.shape[2] * factor, "width": samples.shape[3] * factor,
+            "num_images_per_prompt": samples.shape[0] // prompts}
+
+
+NODES = {"ModularPipelineFromModel": (PipelineFromModel, FROM_MODEL),
+         "ModularConditioningToState": (ConditioningToState, TO_STATE)}

@@ -1,0 +1,196 @@
+"""Host tier, the bridge: diffusers' SDXL steps and denoise loop on a ComfyUI MODEL (ComfyUI's own SDXL network
+carrying a tiny folder's UNet weights, `MLTest_ComfySDXL`), its CONDITIONING and LATENTs, against diffusers' own
+pipe() on that folder with the same embeddings and seed; a LoRA through ComfyUI's LoraLoader against the same LoRA
+merged into diffusers' UNet; bad input named before the loop. Skipped, loudly, without a ComfyUI."""
+
+import json
+
+import pytest
+
+from comfy_host import TINY_SD3, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, require_host, widget_values
+from conftest import REPORT
+
+require_host()
+
+SDXL = "StableDiffusionXL"
+PROMPT, NEGATIVE = "a cat", "blurry"
+STEPS, SEED, SIZE = 3, 0, 128  # 128 px: 16 x 16 latents (ComfyUI's SDXL latents are 8x)
+# Measured (CPU, float32): the bridged loop's LATENT (the latents / 0.13025, max about 100 here) is within 1.5e-4 to
+# 1.7e-4 of diffusers' own with ComfyUI's default CPU attention and with PyTorch's SDPA, i.e. 1.5e-6 of its size
+# (2e-5 in diffusers' latent space): diffusers hands the UNet x / sqrt(sigma^2 + 1) and ComfyUI's model call works on
+# x, so each call's float32 round trip costs a few 1e-6 (exact in float64: docs/notes/sdxl_bridge). Allowed: 1e-5 of
+# the latents' size.
+REL = 1e-5
+
+
+def equal(got) -> bool:
+    return got["finite"] and got["max_abs_diff"] is not None and got["max_abs_diff"] <= REL * got["max_abs_a"]
+
+
+def widgets(info, class_type, **given):
+    return {k: v for k, v in widget_values(info, class_type, **given).items() if v is not None}
+
+
+class Bridged:
+    """MODEL -> Diffusers Pipeline From MODEL; CONDITIONING (+ Empty Latent Image) -> CONDITIONING To State -> SDXL's
+    input, set timesteps, prepare latents, additional conditioning steps -> its denoise loop -> State To LATENT."""
+
+    def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop="ModularLoop_StableDiffusionXLDenoiseStep",
+                 negative=True):
+        g = self.graph = graph or Graph()
+        self.info = info
+        self.model = model or g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+        self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
+        self.cond = g.node("MLTest_DiffusersConditioning", folder=TINY_SDXL_COMFY, prompt=PROMPT,
+                           negative_prompt=NEGATIVE)
+        empty = g.node("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
+        state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
+                                       latent=empty, **({"negative": self.cond.out(1)} if negative else {}))
+        for name, inputs in (("InputStep", {}), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
+                             ("PrepareLatentsStep", {"generator": SEED}), ("PrepareAdditionalConditioningStep", {})):
+            state = self.step(name, state=state, **inputs)
+        self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
+        self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
+                           **({"guider": guider} if guider is not None else {}),
+                           **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
+        self.latent = g.node("ModularStateToLatent", state=self.loop, pipeline=self.pipeline)
+
+    def step(self, name, **inputs):
+        cls = f"ModularStep_{SDXL}{name}"
+        node = self.graph.node(cls, **widgets(self.info, cls, **inputs))
+        if "pipeline" in self.info[cls]["input"].get("optional", {}):
+            node.set(pipeline=self.pipeline)
+        return node
+
+    def against_diffusers(self, **reference):
+        ref = self.graph.node("MLTest_DiffusersLatents", folder=TINY_SDXL_COMFY, prompt=PROMPT,
+                              negative_prompt=NEGATIVE, steps=STEPS, seed=SEED, height=SIZE, width=SIZE, **reference)
+        return self.compare(self.latent, ref)
+
+    def compare(self, a, b):
+        return self.graph.node("PreviewAny", source=self.graph.node("MLTest_MaxAbsDiff", a=a, b=b))
+
+
+def result(server, graph, *diffs):
+    run = server.run(graph, timeout=600)
+    assert run.status == "success", run.error
+    return [json.loads(run.text(d)) for d in diffs]
+
+
+def run_error(server, graph):
+    run = server.run(graph, timeout=600)
+    assert run.status == "error", run.outputs
+    return run.error["node_id"], run.error["exception_message"]
+
+
+def test_the_bridge_and_its_conditioning_node_are_listed(info):
+    for node in ("ModularPipelineFromModel", "ModularConditioningToState"):
+        assert node in info, node
+    assert info["ModularPipelineFromModel"]["input"]["required"]["model"][0] == "MODEL"
+    assert "StableDiffusionXL (SDXL)" in info["ModularPipelineFromModel"]["description"]
+
+
+def test_diffusers_sdxl_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, info):
+    chain = Bridged(info)
+    diff = chain.against_diffusers()
+    g = chain.graph
+    sdpa = Bridged(info, g, model=g.node("MLTest_SDPAttention", model=chain.model))
+    sdpa_diff = sdpa.against_diffusers()
+    loaded = chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_LoadCalls", after=chain.latent))
+    run = server.run(chain.graph, timeout=600)
+    assert run.status == "success", run.error
+    got, on_sdpa = json.loads(run.text(diff)), json.loads(run.text(sdpa_diff))
+    assert got["shape"] == [1, 4, SIZE // 8, SIZE // 8]
+    assert got["std_a"] > 0.1  # not a constant
+    assert equal(got), got
+    assert equal(on_sdpa), on_sdpa
+    REPORT.append(f"bridge SDXL ({STEPS} steps, CFG 5): bridged loop's LATENT vs diffusers pipe()'s max|diff| "
+                  f"{got['max_abs_diff']:.3g} (ComfyUI's default attention), {on_sdpa['max_abs_diff']:.3g} (SDPA); "
+                  f"|latent| max {got['max_abs_a']:.3g}")
+    # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
+    calls = json.loads(run.text(loaded))
+    assert any("SDXL" in names for names in calls), calls
+
+
+def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, info):
+    g = Graph()
+    model = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+    lora = g.node("LoraLoaderModelOnly", model=model, lora_name=TINY_SDXL_LORA, strength_model=0.8)
+    with_lora, without = Bridged(info, g, model=lora), Bridged(info, g, model=model)
+    diff = with_lora.against_diffusers(lora=TINY_SDXL_LORA, lora_strength=0.8)
+    effect = with_lora.compare(with_lora.latent, without.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed  # the LoRA did something
+    REPORT.append(f"bridge SDXL + LoRA (0.8): vs diffusers with it merged {got['max_abs_diff']:.3g}; the LoRA's own "
+                  f"effect {changed['max_abs_diff']:.3g}")
+
+
+def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info):
+    g = Graph()
+    params = {"guidance_scale": 7.0, "eta": 0.5}
+    guider = g.node("ModularGuider_AdaptiveProjectedGuidance",
+                    **widgets(info, "ModularGuider_AdaptiveProjectedGuidance", **params))
+    chain = Bridged(info, g, guider=guider)
+    diff = chain.against_diffusers(guider="AdaptiveProjectedGuidance", guider_params=json.dumps(params))
+    plain = Bridged(info, g)
+    effect = chain.compare(chain.latent, plain.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
+
+
+def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info):
+    g = Graph()
+    model = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+    counted = g.node("MLTest_CountModelCalls", model=model, key="bridge")
+    chain = Bridged(info, g, model=counted)
+    calls = g.node("PreviewAny", source=g.node("MLTest_CountedCalls", key="bridge", after=chain.latent))
+    run = server.run(g, timeout=600)
+    assert run.status == "success", run.error
+    seen = json.loads(run.text(calls))
+    # CFG: a conditional and an unconditional call per step, each through every kind of wrapper and patch
+    assert seen["model_function_wrapper"] == 2 * STEPS, seen
+    assert seen["APPLY_MODEL"] == seen["DIFFUSION_MODEL"] == seen["CALC_COND_BATCH"] == 2 * STEPS, seen
+    assert seen["ON_PRE_RUN"] == 1, seen  # one sampling session for the loop
+    assert seen["cond_or_uncond"] == [[0], [1]] * STEPS, seen
+    assert seen["sample_sigmas"] == STEPS + 1, seen
+
+
+@pytest.mark.parametrize("case", ["sd3_model", "sd15_conditioning", "area", "latent_channels", "encoded_latent",
+                                  "folder_pipeline"])
+def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
+    g = Graph()
+    chain = Bridged(info, g)
+    chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_MaxAbsDiff", a=chain.latent, b=chain.latent))
+    expect = {}
+    if case == "sd3_model":
+        sd3 = g.node("CheckpointLoaderSimple", ckpt_name=TINY_SD3)
+        chain.pipeline.set(model=sd3.out(0))
+        expect = {"node": chain.pipeline, "text": ["SD3", "not bridged", "StableDiffusionXL (SDXL)"]}
+    elif case == "sd15_conditioning":  # an SD1.5 CLIP's conditioning: width 768 here 32, no pooled output
+        chain.to_state.set(positive=g.node("MLTest_Conditioning", seed=0, width=32, tokens=8, pooled=0))
+        expect = {"node": chain.to_state, "text": ["'positive'", "[batch, tokens, 64]", "this checkpoint's CLIP"]}
+    elif case == "area":
+        area = g.node("ConditioningSetArea", conditioning=chain.cond.out(0), width=64, height=64, x=0, y=0, strength=1.0)
+        chain.to_state.set(positive=area)
+        expect = {"node": chain.to_state, "text": ["'positive'", "area", "Conditioning Set Area"]}
+    elif case == "latent_channels":
+        chain.to_state.set(latent=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE, batch_size=1))
+        expect = {"node": chain.to_state, "text": ["'latent'", "16 channels", "4"]}
+    elif case == "encoded_latent":
+        chain.to_state.set(latent=g.node("MLTest_DiffusersLatents", folder=TINY_SDXL_COMFY, prompt=PROMPT,
+                                         negative_prompt=NEGATIVE, steps=1, seed=SEED, height=SIZE, width=SIZE))
+        expect = {"node": chain.to_state, "text": ["'latent'", "with content", "Empty Latent Image"]}
+    elif case == "folder_pipeline":
+        folder = g.node("ModularDiffusersLoader", folder=TINY_SDXL_COMFY, dtype="float32")
+        chain.to_state.set(pipeline=folder)
+        expect = {"node": chain.to_state, "text": ["'pipeline'", "Diffusers Pipeline From MODEL"]}
+    node, message = run_error(server, g)
+    assert node == expect["node"].id, (node, message)
+    for text in expect["text"]:
+        assert text in message, message
+    # the server keeps serving: the good chain runs after the failed one
+    good = Bridged(info)
+    diff = good.against_diffusers()
+    assert equal(result(server, good.graph, diff)[0])
