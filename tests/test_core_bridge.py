@@ -1,0 +1,151 @@
+"""Core tier, the bridge's conversions without ComfyUI (`modular.pipelines.bridge`): the scheduler on a host model's
+own schedule, the denoiser's timestep / input / prediction conversions on a host model given here, the
+conditioning checks, the refusals. (Through a real ComfyUI MODEL: test_bridge.py, host tier.)"""
+
+import pytest
+import torch
+
+from modular import ConfigError
+from modular.pipelines import bridge
+from modular.pipelines.latents import LATENT_IO, from_host_latent, to_host_latent
+
+SDXL = bridge.family_for("SDXL")
+
+
+def sdxl_sigmas():
+    """SDXL's training schedule as ComfyUI computes it (scaled linear betas 0.00085 .. 0.012, float64)."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+
+
+def test_the_scheduler_steps_on_the_host_models_own_schedule():
+    from diffusers import EulerDiscreteScheduler
+
+    ours = bridge.scheduler_for(SDXL, sdxl_sigmas())
+    hub = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                 timestep_spacing="leading", steps_offset=1)
+    for steps in (3, 30):
+        ours.set_timesteps(steps), hub.set_timesteps(steps)
+        assert torch.equal(ours.timesteps, hub.timesteps)
+        assert torch.allclose(ours.sigmas, hub.sigmas, rtol=2e-6, atol=1e-6)
+    assert ours.config.prediction_type == "epsilon"
+    # another schedule (a model whose model_sampling a patch changed) gives its sigmas
+    other = bridge.scheduler_for(SDXL, sdxl_sigmas() * 2)
+    other.set_timesteps(30)
+    assert torch.allclose(other.sigmas[:-1], 2 * hub.sigmas[:-1], rtol=1e-4)
+
+
+class FakeHost:
+    """A host model whose denoised estimate is a known function: x0 = x * 0.5 + rows' pooled sum."""
+
+    sigma_data = 1.0
+
+    def __init__(self):
+        self.sigmas = sdxl_sigmas()
+        self.seen = []
+
+    def sigma(self, t):
+        return self.sigmas[t.round().long()]
+
+    def denoise(self, x, sigma, rows, uncond):
+        self.seen.append({"x": x, "sigma": sigma, "rows": rows, "uncond": uncond})
+        return x * 0.5
+
+
+def sdxl_denoiser(host):
+    config = {"in_channels": 4, "out_channels": 4, "sample_size": 128, "cross_attention_dim": 64,
+              "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 32 + 6 * 256,
+              "time_cond_proj_dim": None, "addition_embed_type": "text_time"}
+    return bridge.make_denoiser(SDXL, host, config, torch.float32, torch.device("cpu"))
+
+
+def test_the_denoiser_converts_diffusers_call_to_the_host_models_and_back():
+    host = FakeHost()
+    unet = sdxl_denoiser(host)
+    sample = torch.randn(2, 4, 8, 8)
+    ehs = torch.randn(2, 7, 64)
+    added = {"text_embeds": torch.randn(2, 32),
+             "time_ids": torch.tensor([[128., 128., 0., 0., 128., 128.], [96., 112., 4., 8., 64., 72.]])}
+    eps = unet(sample, torch.tensor(501), encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False)[0]
+    call = host.seen[-1]
+    sigma = host.sigmas[501]
+    # the host's input is x = sample * sqrt(sigma^2 + 1); its x0 converts to epsilon = (x - x0) / sigma
+    x = sample * (sigma ** 2 + 1) ** 0.5
+    assert torch.allclose(call["x"], x, rtol=1e-6)
+    assert torch.allclose(eps, (x - 0.5 * x) / sigma, rtol=1e-5)
+    assert call["uncond"] is False
+    # SDXL's added conditioning per row, in the host's names (ComfyUI's SDXL extra_conds)
+    row = call["rows"][1]
+    assert torch.equal(row["cross_attn"], ehs[1:2]) and torch.equal(row["pooled_output"], added["text_embeds"][1:2])
+    assert (row["height"], row["width"], row["crop_h"], row["crop_w"], row["target_height"], row["target_width"]) == (
+        96, 112, 4, 8, 64, 72)
+    # what diffusers' SDXL blocks read besides calling it
+    assert unet.add_embedding.linear_1.in_features == 32 + 6 * 256 and unet.config.time_cond_proj_dim is None
+    assert bridge.is_bridged(unet) and not list(unet.parameters())  # the host's weights are not its modules
+
+
+def test_the_guiders_unconditional_batch_reaches_the_host_as_such():
+    host = FakeHost()
+    unet = sdxl_denoiser(host)
+
+    class Run:
+        guider = type("G", (), {"is_conditional": False})()
+
+    unet.run = Run()
+    unet(torch.randn(1, 4, 8, 8), 700, encoder_hidden_states=torch.randn(1, 3, 64),
+         added_cond_kwargs={"text_embeds": torch.randn(1, 32), "time_ids": torch.zeros(1, 6)})
+    assert host.seen[-1]["uncond"] is True
+
+
+def conditioning(width=64, pooled=32, **options):
+    return [[torch.randn(1, 5, width), {**({"pooled_output": torch.randn(1, pooled)} if pooled else {}), **options}]]
+
+
+def test_conditioning_becomes_the_familys_embeddings():
+    positive, negative = conditioning(), conditioning()
+    values = bridge.conditioning_values(SDXL, positive, negative, 64, 32, "node")
+    assert values["prompt_embeds"] is positive[0][0]
+    assert values["negative_pooled_prompt_embeds"] is negative[0][1]["pooled_output"]
+    assert set(values) == {"prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+                           "negative_pooled_prompt_embeds"}
+    assert "negative_prompt_embeds" not in bridge.conditioning_values(SDXL, positive, None, 64, 32, "node")
+
+
+@pytest.mark.parametrize("given, words", [
+    (conditioning(width=768), ["'positive'", "[batch, tokens, 64]", "this checkpoint's CLIP"]),
+    (conditioning(pooled=0), ["'positive'", "no pooled output"]),
+    (conditioning(pooled=1280), ["'positive'", "width 1280", "takes 32"]),
+    (conditioning(area=(8, 8, 0, 0)), ["'positive'", "an area", "Conditioning Set Area"]),
+    (conditioning(mask=torch.ones(1, 8, 8)), ["'positive'", "a mask"]),
+    (conditioning(start_percent=0.2), ["'positive'", "a timestep range"]),
+    (conditioning(control=object()), ["'positive'", "ControlNet"]),
+    (conditioning() + conditioning(), ["'positive'", "2 conditionings combined"]),
+    ([], ["'positive'", "no conditioning"]),
+])
+def test_conditioning_the_bridge_cannot_honour_is_refused_by_name(given, words):
+    with pytest.raises(ConfigError) as e:
+        bridge.conditioning_values(SDXL, given, None, 64, 32, "CONDITIONING To State")
+    for word in words:
+        assert word in str(e.value), str(e.value)
+    assert str(e.value).startswith("CONDITIONING To State")
+
+
+def test_a_strength_of_one_and_unknown_options_pass():
+    values = bridge.conditioning_values(SDXL, conditioning(strength=1.0, some_pack_option=3), None, 64, 32, "n")
+    assert "prompt_embeds" in values
+
+
+def test_a_model_of_a_family_not_bridged_is_refused_naming_it_and_the_bridged_ones():
+    with pytest.raises(ConfigError) as e:
+        bridge.family_for("SD3")
+    assert "SD3" in str(e.value) and "StableDiffusionXL (SDXL)" in str(e.value)
+
+
+def test_a_bridged_pipelines_latents_use_the_host_models_own_latent_format():
+    pipeline = type("P", (), {})()
+    setattr(pipeline, LATENT_IO, type("IO", (), {"to_host": staticmethod(lambda x: x / 0.13025),
+                                                 "from_host": staticmethod(lambda x: x * 0.13025)})())
+    latents = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(to_host_latent(pipeline, latents), latents / 0.13025)
+    assert torch.allclose(from_host_latent(pipeline, to_host_latent(pipeline, latents)), latents)
