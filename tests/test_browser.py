@@ -169,10 +169,10 @@ def test_every_example_workflow_loads_from_the_template_list_and_validates(page_
     for name, answer in r["out"].items():
         if name == "guide_loop":
             assert answer["status"] == 200 and answer["body"]["node_errors"] == {}, (name, answer)
-        else:  # written for a model the test server does not have (an SD1.5 checkpoint, a diffusers folder):
+        else:  # written for a model the test server does not have (a checkpoint, a LoRA, a diffusers folder):
             # nothing else may be wrong
             # (and the resume example a state file the first has not written yet)
-            missing = {"folder"} if name.startswith("diffusers_") else {"ckpt_name", "state_file"}
+            missing = {"folder"} if name.startswith("diffusers_") else {"ckpt_name", "state_file", "lora_name"}
             problems = [e for n in answer["body"]["node_errors"].values() for e in n["errors"]]
             assert problems and all(e["extra_info"]["input_name"] in missing for e in problems), (name, answer)
 

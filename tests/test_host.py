@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from comfy_host import (TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, Graph, ValidationError, interrupt_at_first_step, require_host,
-                        ui_to_api)
+from comfy_host import (TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, ValidationError,
+                        interrupt_at_first_step, require_host, ui_to_api)
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -220,7 +220,7 @@ def test_example_workflows_are_templates_and_run(server):
         workflow = server.get(f"/api/workflow_templates/modular_loops/{name}.json")
         prompt = ui_to_api(workflow, info)
         missing = {"CheckpointLoaderSimple": "ckpt_name", "ModularDiffusersLoader": "folder",
-                   "ModularStateLoad": "state_file"}
+                   "ModularStateLoad": "state_file", "LoraLoader": "lora_name"}
         needs = {missing[n["class_type"]] for n in prompt.values() if n["class_type"] in missing}
         if needs:
             # Written for a model the tests do not have (an SD1.5 checkpoint, a diffusers folder): everything
@@ -274,9 +274,18 @@ def with_test_models(prompt, state_file=None, picture=None):
     and 2 steps."""
     out = {}
     diffusers = any(n["class_type"] == "ModularDiffusersLoader" for n in prompt.values())
+    bridge = any(n["class_type"] == "ModularPipelineFromModel" for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
-        if cls == "ModularDiffusersLoader":
+        if bridge and cls == "CheckpointLoaderSimple":  # diffusers' SDXL loop on a MODEL: the tiny ComfyUI SDXL
+            out[nid] = {"class_type": "MLTest_ComfySDXL", "inputs": {"folder": TINY_SDXL_COMFY}}
+        elif bridge and cls == "LoraLoader":
+            out[nid] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+                "model": inputs["model"], "lora_name": TINY_SDXL_LORA, "strength_model": inputs["strength_model"]}}
+        elif bridge and cls == "CLIPTextEncode":  # SDXL-shaped: the tiny model's 64-wide tokens, 32-wide pooled
+            out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8, "width": 64,
+                                                                         "pooled": 32}}
+        elif cls == "ModularDiffusersLoader":
             out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_FOR[inputs["folder"]]}}
         elif cls.startswith(("ModularStep_", "ModularWorkflow_")):
             out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}

@@ -1,6 +1,6 @@
 """Writes the example workflows built here (example_workflows/diffusers_*.json: three step chains and one template
 per named workflow of diffusers' Auto blocks that a Load Image can feed, and the two that stop a loop and resume it
-from its state file) with the node definitions of a running ComfyUI that has the pack (for the widget
+from its state file, and the bridge_sdxl_* ones: diffusers' SDXL loop on Load Checkpoint's MODEL) with the node definitions of a running ComfyUI that has the pack (for the widget
 order): a developer's tool, not shipped.
 
     python tools/make_examples.py --url http://127.0.0.1:8188 [name ...]
@@ -66,6 +66,47 @@ def sd3(info):
     return g
 
 
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SDXL_LORA = "your_sdxl_lora.safetensors"
+
+
+def bridge_sdxl(info, lora=False, loop_blocks=False):
+    """diffusers' SDXL loop on Load Checkpoint's MODEL (the bridge): CLIP Text Encode -> CONDITIONING To State ->
+    SDXL's steps -> its denoise loop with an APG guider node -> State To LATENT -> VAE Decode -> Save Image; with
+    `lora`, a LoRA Loader before the bridge; with `loop_blocks`, the loop as its wrapper and three blocks, where a
+    block of one's own goes between them."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=SDXL_CKPT)
+    model, clip = ckpt.out(0), ckpt.out(1)
+    if lora:
+        loaded = g.node("LoraLoader", model=model, clip=clip, lora_name=SDXL_LORA, strength_model=1.0, strength_clip=1.0)
+        model, clip = loaded.out(0), loaded.out(1)
+    pipe = g.node("ModularPipelineFromModel", model=model)
+    positive = g.node("CLIPTextEncode", text=PROMPT, clip=clip)
+    negative = g.node("CLIPTextEncode", text=NEGATIVE, clip=clip)
+    latent = g.node("EmptyLatentImage", width=1024, height=1024, batch_size=1)
+    state = g.node("ModularConditioningToState", pipeline=pipe, positive=positive, negative=negative, latent=latent)
+    state = step(g, info, SDXL, "InputStep", state=state)
+    state = step(g, info, SDXL, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=30)
+    state = step(g, info, SDXL, "PrepareLatentsStep", state=state, pipeline=pipe, generator=0)
+    state = step(g, info, SDXL, "PrepareAdditionalConditioningStep", state=state, pipeline=pipe)
+    guider_cls = "ModularGuider_AdaptiveProjectedGuidance"
+    guider = g.node(guider_cls, **defaults(info, guider_cls))
+    if loop_blocks:
+        loop_cls = "ModularLoop_StableDiffusionXLDenoiseLoopWrapper"
+        blocks = [g.node(f"ModularBlock_StableDiffusionXL{name}") for name in
+                  ("LoopBeforeDenoiser", "LoopDenoiser", "LoopAfterDenoiser")]
+        loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider,
+                      **{f"block_{k}": b for k, b in enumerate(blocks, start=1)})
+    else:
+        loop_cls = "ModularLoop_StableDiffusionXLDenoiseStep"
+        loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider)
+    latent_out = g.node("ModularStateToLatent", state=loop, pipeline=pipe)
+    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_sdxl")
+    return g
+
+
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 STOP_AT, STEPS, SEED = 10, 20, 156680208700286
 STATE_PREFIX = "states/modular_loops_step10"
@@ -118,7 +159,7 @@ def layout(g):
         return placed
     positions, x, row = {}, 40, 0
     for nid, node in g.nodes.items():
-        if node.class_type.startswith(("ModularLoop_", "ModularKSampler_")):
+        if node.class_type.startswith(("ModularLoop_", "ModularKSampler_", "ModularGuider_", "ModularBlock_")) and row == 0:
             x, row = 40, 1
         positions[nid] = [x, 60 + 500 * row]
         x += 400
@@ -259,6 +300,9 @@ EXAMPLES = {
     "diffusers_sdxl_txt2img": lambda info: sdxl(info),
     "diffusers_sdxl_guider": lambda info: sdxl(info, "ModularGuider_AdaptiveProjectedGuidance"),
     "diffusers_sd3_txt2img": sd3,
+    "bridge_sdxl_apg": lambda info: bridge_sdxl(info),
+    "bridge_sdxl_lora_apg": lambda info: bridge_sdxl(info, lora=True),
+    "bridge_sdxl_loop_blocks": lambda info: bridge_sdxl(info, loop_blocks=True),
     "denoise_stop_and_save": stop_and_save,
     "denoise_resume_from_file": resume_from_file,
 }
