@@ -146,6 +146,25 @@ def resume_from_file(info):
     return g
 
 
+BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "CLIPTextEncode": 1, "EmptyLatentImage": 1,
+                  "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
+                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
+BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
+BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200}
+
+
+def bridge_layout(g):
+    """The bridge templates: the checkpoint (and LoRA) left, prompts and latent, the bridge and conditioning, the
+    steps, the guider (and loop blocks), the loop, the decode and save, in columns."""
+    placed, heights = {}, [60] * len(BRIDGE_X)
+    for nid, node in g.nodes.items():
+        kind = next((k for k in (*BRIDGE_COLUMNS, "ModularStep_") if node.class_type.startswith(k)), "ModularStep_")
+        col = BRIDGE_COLUMNS.get(kind, 3)
+        placed[nid] = [BRIDGE_X[col], heights[col]]
+        heights[col] += BRIDGE_HEIGHT.get(kind, 150)
+    return placed
+
+
 def layout(g):
     """Left to right in graph order, two rows: the loader and steps on top, the loop and what follows below. A
     one-node workflow: four columns (the loader and Load Images, the workflow node, State To Image, the save)."""
@@ -324,6 +343,8 @@ def main():
         g = build(info)
         if name.startswith("denoise_"):
             workflow = sized(api_to_ui(g, info, positions=sd15_layout(g)))
+        elif name.startswith("bridge_"):
+            workflow = api_to_ui(g, info, positions=bridge_layout(g))
         else:
             workflow = api_to_ui(g, info, positions=layout(g))
         Path(args.out, f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
