@@ -46,9 +46,10 @@ class Bridged:
         empty = g.node("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
         state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
                                        latent=empty, **({"negative": self.cond.out(1)} if negative else {}))
+        self.steps = {}
         for name, inputs in (("InputStep", {}), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
                              ("PrepareLatentsStep", {"generator": SEED}), ("PrepareAdditionalConditioningStep", {})):
-            state = self.step(name, state=state, **inputs)
+            state = self.steps[name] = self.step(name, state=state, **inputs)
         self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
         self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
                            **({"guider": guider} if guider is not None else {}),
@@ -104,7 +105,7 @@ def test_diffusers_sdxl_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server
     assert got["std_a"] > 0.1  # not a constant
     assert equal(got), got
     assert equal(on_sdpa), on_sdpa
-    REPORT.append(f"bridge SDXL ({STEPS} steps, CFG 5): bridged loop's LATENT vs diffusers pipe()'s max|diff| "
+    REPORT.append(f"bridge SDXL ({STEPS} steps, CFG 7.5): bridged loop's LATENT vs diffusers pipe()'s max|diff| "
                   f"{got['max_abs_diff']:.3g} (ComfyUI's default attention), {on_sdpa['max_abs_diff']:.3g} (SDPA); "
                   f"|latent| max {got['max_abs_a']:.3g}")
     # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
@@ -138,6 +139,25 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info):
     got, changed = result(server, g, diff, effect)
     assert equal(got), got
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
+
+
+def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info):
+    # the same MODEL, conditioning, sigmas and starting latent: SamplerCustomAdvanced with euler and a CFGGuider at
+    # the pipeline guider's scale (SDXL's default ClassifierFreeGuidance: 7.5).
+    # ComfyUI applies CFG to the denoised latents, diffusers' guider to the noise predictions: equal in exact
+    # arithmetic, a float32 rounding apart here.
+    chain = Bridged(info)
+    g = chain.graph
+    start = g.node("ModularStateToLatent", state=chain.steps["PrepareLatentsStep"], pipeline=chain.pipeline)
+    guider = g.node("CFGGuider", model=chain.model, positive=chain.cond.out(0), negative=chain.cond.out(1), cfg=7.5)
+    sampled = g.node("SamplerCustomAdvanced", noise=g.node("DisableNoise"), guider=guider,
+                     sampler=g.node("KSamplerSelect", sampler_name="euler"),
+                     sigmas=g.node("MLTest_SchedulerSigmas", pipeline=chain.pipeline, steps=STEPS), latent_image=start)
+    diff = chain.compare(chain.latent, sampled)
+    got = result(server, g, diff)[0]
+    assert equal(got), got
+    REPORT.append(f"bridge SDXL vs SamplerCustomAdvanced euler (same sigmas, start, CFG 7.5): max|diff| "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g})")
 
 
 def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info):
