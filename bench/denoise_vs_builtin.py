@@ -43,8 +43,11 @@ def setup(comfy: Path, gpu: bool):
     pack = importlib.util.module_from_spec(spec)
     sys.modules["modular_loops"] = pack
     spec.loader.exec_module(pack)
-    kit_spec = importlib.util.spec_from_file_location("ml_testkit", ROOT / "tests/fixtures/comfy_testkit/__init__.py")
+    kit_dir = ROOT / "tests/fixtures/comfy_testkit"
+    kit_spec = importlib.util.spec_from_file_location("ml_testkit", kit_dir / "__init__.py",
+                                                      submodule_search_locations=[str(kit_dir)])
     kit = importlib.util.module_from_spec(kit_spec)
+    sys.modules["ml_testkit"] = kit
     kit_spec.loader.exec_module(kit)
     return pack, kit
 

@@ -149,3 +149,10 @@ def test_a_bridged_pipelines_latents_use_the_host_models_own_latent_format():
     latents = torch.randn(1, 4, 8, 8)
     assert torch.allclose(to_host_latent(pipeline, latents), latents / 0.13025)
     assert torch.allclose(from_host_latent(pipeline, to_host_latent(pipeline, latents)), latents)
+
+
+def test_the_coverage_tables_bridged_families_are_the_bridged_ones():
+    from tools import coverage_table
+
+    bridged = {(family, model) for family, model, status in coverage_table.BRIDGE if status.startswith("bridged")}
+    assert bridged == {(f.name, "/".join(f.host_models)) for f in bridge.FAMILIES}

@@ -32,6 +32,34 @@ def cell(entry) -> str:
     return f"{entry['outcome']}: {entry.get('why', '')[:120]}"
 
 
+# diffusers' loops on ComfyUI's own models: (family, ComfyUI model classes, status / why not). The bridged ones are
+# modular.pipelines.bridge.FAMILIES (checked by tests/test_core_bridge.py against this table).
+BRIDGE = [
+    ("StableDiffusionXL", "SDXL", "bridged: eps prediction on a discrete schedule (v prediction converts the "
+                                  "same way, untested); the steps and loop with any guider that does not patch "
+                                  "diffusers' UNet modules (host tier: == pipe(), with a LoRA, with APG)"),
+    ("StableDiffusion3", "SD3", "not yet (next): flow matching (timestep = sigma x 1000, no input scaling); its "
+                                "CONDITIONING is CLIP-L/G + T5 joined as diffusers joins them"),
+    ("Flux", "Flux", "not yet (next): packed 2 x 2 latents, guidance embedding, T5 + CLIP pooled conditioning"),
+    ("Flux2", "Flux2", "not yet"),
+    ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
+    ("QwenImage", "QwenImage", "not yet: packed latents"),
+    ("ZImage", "Lumina2", "not yet"),
+    ("HunyuanVideo 1.5", "HunyuanVideo", "not yet"),
+    ("LTX-2", "LTXAV", "not yet: audio and video latents"),
+    ("Cosmos", "CosmosPredict2", "not yet"),
+    ("Anima", "Anima", "not yet"),
+]
+
+
+def bridge_lines() -> list[str]:
+    lines = ["", "## diffusers' loops on ComfyUI's models (the bridge)", "",
+             "Diffusers Pipeline From MODEL takes a ComfyUI MODEL of these families (`model_base` class) as the "
+             "family's diffusers pipeline (README: \"diffusers' loops on your checkpoint\"); any other MODEL is refused "
+             "by name.", "", "| family | ComfyUI model | status |", "|---|---|---|"]
+    return lines + [f"| {family} | {model} | {status} |" for family, model, status in BRIDGE]
+
+
 def main():
     runs = [json.loads(p.read_text()) for p in sorted(COVERAGE.glob("*.json"))]
     hosts = [f"ComfyUI {r['comfyui']}" for r in runs]
@@ -71,7 +99,7 @@ def main():
     lines[lines.index("SUMMARY")] = (f"**{counts['equal']} of {counts['workflows']} workflows equal on every host; "
                                        f"{len(counts['equal families'])} of {len(counts['families'])} families with at "
                                        f"least one.**")
-    OUT.write_text("\n".join(lines) + "\n")
+    OUT.write_text("\n".join(lines + bridge_lines()) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}: {counts['equal']}/{counts['workflows']} equal, "
           f"{len(counts['equal families'])}/{len(counts['families'])} families")
 
