@@ -1,26 +1,44 @@
-"""Host tier, the bridge: diffusers' SDXL steps and denoise loop on a ComfyUI MODEL (ComfyUI's own SDXL network
-carrying a tiny folder's UNet weights, `MLTest_ComfySDXL`), its CONDITIONING and LATENTs, against diffusers' own
-pipe() on that folder with the same embeddings and seed; a LoRA through ComfyUI's LoraLoader against the same LoRA
-merged into diffusers' UNet; bad input named before the loop. Skipped, loudly, without a ComfyUI."""
+"""Host tier, the bridge: diffusers' SDXL and SD3 steps and denoise loops on a ComfyUI MODEL (SDXL: ComfyUI's own
+SDXL network carrying a tiny folder's UNet weights, `MLTest_ComfySDXL`; SD3: the tiny folder's transformer file,
+loaded by ComfyUI's own Load Diffusion Model), its CONDITIONING and LATENTs, against diffusers' own pipe() on that
+folder with the same embeddings and seed; a LoRA through ComfyUI's LoraLoader against the same LoRA merged into
+diffusers' UNet; ComfyUI's own sampler on the same MODEL; bad input named before the loop. Skipped, loudly,
+without a ComfyUI."""
 
 import json
 
 import pytest
 
-from comfy_host import TINY_SD3, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, require_host, widget_values
+from comfy_host import (TINY_SD3_COMFY, TINY_SD3_COMFY_FILE, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, require_host,
+                        widget_values)
 from conftest import REPORT
 
 require_host()
 
-SDXL = "StableDiffusionXL"
 PROMPT, NEGATIVE = "a cat", "blurry"
-STEPS, SEED, SIZE = 3, 0, 128  # 128 px: 16 x 16 latents (ComfyUI's SDXL latents are 8x)
-# Measured (CPU, float32): the bridged loop's LATENT (the latents / 0.13025, max about 100 here) is within 1.5e-4 to
-# 1.7e-4 of diffusers' own with ComfyUI's default CPU attention and with PyTorch's SDPA, i.e. 1.5e-6 of its size
+STEPS, SEED, SIZE = 3, 0, 128  # 128 px: 16 x 16 latents (ComfyUI's SDXL and SD3 latents are 8x)
+# Measured (CPU, float32): the bridged SDXL loop's LATENT (the latents / 0.13025, max about 100 here) is within 1.5e-4
+# to 1.7e-4 of diffusers' own with ComfyUI's default CPU attention and with PyTorch's SDPA, i.e. 1.5e-6 of its size
 # (2e-5 in diffusers' latent space): diffusers hands the UNet x / sqrt(sigma^2 + 1) and ComfyUI's model call works on
 # x, so each call's float32 round trip costs a few 1e-6 (exact in float64: docs/notes/sdxl_bridge). Allowed: 1e-5 of
 # the latents' size.
 REL = 1e-5
+
+# Per family: the folder (diffusers' side), the MODEL node (ComfyUI's side), the steps before the loop as the
+# family's chain runs them, the loop, the empty latent of its latent space, and the guider's default scale
+# (SDXL's and SD3's ClassifierFreeGuidance: 7.5 and 7.0).
+FAMILIES = {
+    "sdxl": {"family": "StableDiffusionXL", "folder": TINY_SDXL_COMFY,
+             "model": ("MLTest_ComfySDXL", {"folder": TINY_SDXL_COMFY}),
+             "steps": [("InputStep", {}), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
+                       ("PrepareLatentsStep", {"generator": SEED}), ("PrepareAdditionalConditioningStep", {})],
+             "loop": "ModularLoop_StableDiffusionXLDenoiseStep", "empty": "EmptyLatentImage", "channels": 4},
+    "sd3": {"family": "StableDiffusion3", "folder": TINY_SD3_COMFY,
+            "model": ("UNETLoader", {"unet_name": TINY_SD3_COMFY_FILE, "weight_dtype": "default"}),
+            "steps": [("TextInputStep", {}), ("PrepareLatentsStep", {"generator": SEED}),
+                      ("SetTimestepsStep", {"num_inference_steps": STEPS})],
+            "loop": "ModularLoop_StableDiffusion3DenoiseStep", "empty": "EmptySD3LatentImage", "channels": 16},
+}
 
 
 def equal(got) -> bool:
@@ -32,39 +50,39 @@ def widgets(info, class_type, **given):
 
 
 class Bridged:
-    """MODEL -> Diffusers Pipeline From MODEL; CONDITIONING (+ Empty Latent Image) -> CONDITIONING To State -> SDXL's
-    input, set timesteps, prepare latents, additional conditioning steps -> its denoise loop -> State To LATENT."""
+    """MODEL -> Diffusers Pipeline From MODEL; CONDITIONING (+ an empty latent) -> CONDITIONING To State -> the
+    family's steps -> its denoise loop -> State To LATENT."""
 
-    def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop="ModularLoop_StableDiffusionXLDenoiseStep",
-                 negative=True):
+    def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop=None, negative=True, family="sdxl"):
         g = self.graph = graph or Graph()
-        self.info = info
-        self.model = model or g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+        self.info, self.spec = info, FAMILIES[family]
+        cls, inputs = self.spec["model"]
+        self.model = model or g.node(cls, **inputs)
         self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
-        self.cond = g.node("MLTest_DiffusersConditioning", folder=TINY_SDXL_COMFY, prompt=PROMPT,
+        self.cond = g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
                            negative_prompt=NEGATIVE)
-        empty = g.node("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=1)
+        empty = g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
         state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
                                        latent=empty, **({"negative": self.cond.out(1)} if negative else {}))
         self.steps = {}
-        for name, inputs in (("InputStep", {}), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
-                             ("PrepareLatentsStep", {"generator": SEED}), ("PrepareAdditionalConditioningStep", {})):
+        for name, inputs in self.spec["steps"]:
             state = self.steps[name] = self.step(name, state=state, **inputs)
         self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
+        loop = loop or self.spec["loop"]
         self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
                            **({"guider": guider} if guider is not None else {}),
                            **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
         self.latent = g.node("ModularStateToLatent", state=self.loop, pipeline=self.pipeline)
 
     def step(self, name, **inputs):
-        cls = f"ModularStep_{SDXL}{name}"
+        cls = f"ModularStep_{self.spec['family']}{name}"
         node = self.graph.node(cls, **widgets(self.info, cls, **inputs))
         if "pipeline" in self.info[cls]["input"].get("optional", {}):
             node.set(pipeline=self.pipeline)
         return node
 
     def against_diffusers(self, **reference):
-        ref = self.graph.node("MLTest_DiffusersLatents", folder=TINY_SDXL_COMFY, prompt=PROMPT,
+        ref = self.graph.node("MLTest_DiffusersLatents", folder=self.spec["folder"], prompt=PROMPT,
                               negative_prompt=NEGATIVE, steps=STEPS, seed=SEED, height=SIZE, width=SIZE, **reference)
         return self.compare(self.latent, ref)
 
@@ -91,26 +109,27 @@ def test_the_bridge_and_its_conditioning_node_are_listed(info):
     assert "StableDiffusionXL (SDXL)" in info["ModularPipelineFromModel"]["description"]
 
 
-def test_diffusers_sdxl_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, info):
-    chain = Bridged(info)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, info, family):
+    chain = Bridged(info, family=family)
     diff = chain.against_diffusers()
     g = chain.graph
-    sdpa = Bridged(info, g, model=g.node("MLTest_SDPAttention", model=chain.model))
+    sdpa = Bridged(info, g, model=g.node("MLTest_SDPAttention", model=chain.model), family=family)
     sdpa_diff = sdpa.against_diffusers()
     loaded = chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_LoadCalls", after=chain.latent))
     run = server.run(chain.graph, timeout=600)
     assert run.status == "success", run.error
     got, on_sdpa = json.loads(run.text(diff)), json.loads(run.text(sdpa_diff))
-    assert got["shape"] == [1, 4, SIZE // 8, SIZE // 8]
+    assert got["shape"] == [1, FAMILIES[family]["channels"], SIZE // 8, SIZE // 8]
     assert got["std_a"] > 0.1  # not a constant
     assert equal(got), got
     assert equal(on_sdpa), on_sdpa
-    REPORT.append(f"bridge SDXL ({STEPS} steps, CFG 7.5): bridged loop's LATENT vs diffusers pipe()'s max|diff| "
+    REPORT.append(f"bridge {family} ({STEPS} steps, CFG): bridged loop's LATENT vs diffusers pipe()'s max|diff| "
                   f"{got['max_abs_diff']:.3g} (ComfyUI's default attention), {on_sdpa['max_abs_diff']:.3g} (SDPA); "
                   f"|latent| max {got['max_abs_a']:.3g}")
     # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
     calls = json.loads(run.text(loaded))
-    assert any("SDXL" in names for names in calls), calls
+    assert any({"sdxl": "SDXL", "sd3": "SD3"}[family] in names for names in calls), calls
 
 
 def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, info):
@@ -127,36 +146,43 @@ def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, in
                   f"effect {changed['max_abs_diff']:.3g}")
 
 
-def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     g = Graph()
-    params = {"guidance_scale": 7.0, "eta": 0.5}
+    params = {"guidance_scale": 6.0, "eta": 0.5}
     guider = g.node("ModularGuider_AdaptiveProjectedGuidance",
                     **widgets(info, "ModularGuider_AdaptiveProjectedGuidance", **params))
-    chain = Bridged(info, g, guider=guider)
+    chain = Bridged(info, g, guider=guider, family=family)
     diff = chain.against_diffusers(guider="AdaptiveProjectedGuidance", guider_params=json.dumps(params))
-    plain = Bridged(info, g)
+    plain = Bridged(info, g, family=family)
     effect = chain.compare(chain.latent, plain.latent)
     got, changed = result(server, g, diff, effect)
     assert equal(got), got
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
 
 
-def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info):
+@pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0)])
+def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info, family, cfg):
     # the same MODEL, conditioning, sigmas and starting latent: SamplerCustomAdvanced with euler and a CFGGuider at
-    # the pipeline guider's scale (SDXL's default ClassifierFreeGuidance: 7.5).
+    # the pipeline guider's scale (the family's default ClassifierFreeGuidance: SDXL 7.5, SD3 7.0).
     # ComfyUI applies CFG to the denoised latents, diffusers' guider to the noise predictions: equal in exact
     # arithmetic, a float32 rounding apart here.
-    chain = Bridged(info)
+    chain = Bridged(info, family=family)
     g = chain.graph
     start = g.node("ModularStateToLatent", state=chain.steps["PrepareLatentsStep"], pipeline=chain.pipeline)
-    guider = g.node("CFGGuider", model=chain.model, positive=chain.cond.out(0), negative=chain.cond.out(1), cfg=7.5)
-    sampled = g.node("SamplerCustomAdvanced", noise=g.node("DisableNoise"), guider=guider,
+    guider = g.node("CFGGuider", model=chain.model, positive=chain.cond.out(0), negative=chain.cond.out(1), cfg=cfg)
+    if family == "sdxl":  # ComfyUI starts from latent + sigma x noise: the start as the latent, no noise
+        noise, latent = g.node("DisableNoise"), start
+    else:  # flow matching at sigma 1 starts from the noise alone: the start as the noise
+        noise = g.node("MLTest_LatentAsNoise", latent=start, model=chain.model)
+        latent = g.node(FAMILIES[family]["empty"], width=SIZE, height=SIZE, batch_size=1)
+    sampled = g.node("SamplerCustomAdvanced", noise=noise, guider=guider,
                      sampler=g.node("KSamplerSelect", sampler_name="euler"),
-                     sigmas=g.node("MLTest_SchedulerSigmas", pipeline=chain.pipeline, steps=STEPS), latent_image=start)
+                     sigmas=g.node("MLTest_SchedulerSigmas", pipeline=chain.pipeline, steps=STEPS), latent_image=latent)
     diff = chain.compare(chain.latent, sampled)
     got = result(server, g, diff)[0]
     assert equal(got), got
-    REPORT.append(f"bridge SDXL vs SamplerCustomAdvanced euler (same sigmas, start, CFG 7.5): max|diff| "
+    REPORT.append(f"bridge {family} vs SamplerCustomAdvanced euler (same sigmas, start, CFG {cfg}): max|diff| "
                   f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g})")
 
 
@@ -177,17 +203,17 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
     assert seen["sample_sigmas"] == STEPS + 1, seen
 
 
-@pytest.mark.parametrize("case", ["sd3_model", "sd15_conditioning", "area", "latent_channels", "encoded_latent",
+@pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "encoded_latent",
                                   "folder_pipeline"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
     chain = Bridged(info, g)
     chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_MaxAbsDiff", a=chain.latent, b=chain.latent))
     expect = {}
-    if case == "sd3_model":
-        sd3 = g.node("CheckpointLoaderSimple", ckpt_name=TINY_SD3)
-        chain.pipeline.set(model=sd3.out(0))
-        expect = {"node": chain.pipeline, "text": ["SD3", "not bridged", "StableDiffusionXL (SDXL)"]}
+    if case == "sd15_model":
+        chain.pipeline.set(model=g.node("MLTest_TinySD15", seed=0))
+        expect = {"node": chain.pipeline, "text": ["a SD15 (BaseModel) model is not bridged", "StableDiffusionXL (SDXL)",
+                                                   "StableDiffusion3 (SD3)"]}
     elif case == "sd15_conditioning":  # an SD1.5 CLIP's conditioning: width 768 here 32, no pooled output
         chain.to_state.set(positive=g.node("MLTest_Conditioning", seed=0, width=32, tokens=8, pooled=0))
         expect = {"node": chain.to_state, "text": ["'positive'", "[batch, tokens, 64]", "this checkpoint's CLIP"]}

@@ -138,8 +138,9 @@ def test_a_strength_of_one_and_unknown_options_pass():
 
 def test_a_model_of_a_family_not_bridged_is_refused_naming_it_and_the_bridged_ones():
     with pytest.raises(ConfigError) as e:
-        bridge.family_for("SD3")
-    assert "SD3" in str(e.value) and "StableDiffusionXL (SDXL)" in str(e.value)
+        bridge.family_for("BaseModel", "SD15")
+    assert "a SD15 (BaseModel) model is not bridged" in str(e.value)
+    assert "StableDiffusionXL (SDXL)" in str(e.value) and "StableDiffusion3 (SD3)" in str(e.value)
 
 
 def test_a_bridged_pipelines_latents_use_the_host_models_own_latent_format():
@@ -156,3 +157,29 @@ def test_the_coverage_tables_bridged_families_are_the_bridged_ones():
 
     bridged = {(family, model) for family, model, status in coverage_table.BRIDGE if status.startswith("bridged")}
     assert bridged == {(f.name, "/".join(f.host_models)) for f in bridge.FAMILIES}
+
+
+SD3 = bridge.family_for("SD3")
+
+
+def test_sd3_flow_matching_converts_timestep_input_and_velocity():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    host = FakeHost()
+    config = {"in_channels": 16, "out_channels": 16, "patch_size": 2, "sample_size": 128, "joint_attention_dim": 64,
+              "pooled_projection_dim": 64}
+    transformer = bridge.make_denoiser(SD3, host, config, torch.float32, torch.device("cpu"))
+    sample, ehs, pooled = torch.randn(2, 16, 8, 8), torch.randn(2, 5, 64), torch.randn(2, 64)
+    v = transformer(hidden_states=sample, timestep=torch.tensor([750.0, 750.0]), encoder_hidden_states=ehs,
+                    pooled_projections=pooled, return_dict=False)[0]
+    call = host.seen[-1]
+    # diffusers' timestep is sigma x 1000 and its latents are the host's input as they are; the host's x0 gives
+    # the flow velocity (x - x0) / sigma
+    assert torch.allclose(call["sigma"], torch.tensor([0.75, 0.75])) and torch.equal(call["x"], sample)
+    assert torch.allclose(v, (sample - 0.5 * sample) / 0.75, rtol=1e-6)
+    assert torch.equal(call["rows"][1]["cross_attn"], ehs[1:2]) and torch.equal(call["rows"][1]["pooled_output"],
+                                                                                 pooled[1:2])
+    # the scheduler: diffusers' flow-matching Euler with the host model's shift
+    ours, hub = bridge.scheduler_for(SD3, shift=3.0), FlowMatchEulerDiscreteScheduler(shift=3.0)
+    ours.set_timesteps(5), hub.set_timesteps(5)
+    assert torch.equal(ours.timesteps, hub.timesteps) and torch.equal(ours.sigmas, hub.sigmas)

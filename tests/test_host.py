@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from comfy_host import (TINY_FLUX, TINY_SD3_PIPELINE, TINY_SDXL, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, ValidationError,
-                        interrupt_at_first_step, require_host, ui_to_api)
+from comfy_host import (TINY_FLUX, TINY_SD3_COMFY_FILE, TINY_SD3_PIPELINE, TINY_SDXL, TINY_SDXL_COMFY, TINY_SDXL_LORA,
+                        Graph, ValidationError, interrupt_at_first_step, require_host, ui_to_api)
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -250,7 +250,8 @@ def test_example_workflows_are_templates_and_run(server):
             assert len(saved) == 1 and saved[0]["filename"].endswith(".png"), (name, result.outputs)
         else:
             checks = [json.loads(result.text(k)) for k, n in prompt.items() if n["class_type"] == "PreviewAny"]
-            assert checks and all(c["finite"] and c["shape"][1] == 4 for c in checks), (name, checks)
+            channels = 16 if "sd3" in name else 4  # the latent that went to VAE Decode: SD1.5 / SDXL's 4, SD3's 16
+            assert checks and all(c["finite"] and c["shape"][1] == channels for c in checks), (name, checks)
     ran = [n for n in examples if n.startswith("diffusers_") and n not in validated_only]
     assert {"diffusers_stable_diffusion_xl_inpainting", "diffusers_flux_image2image"} <= set(ran), ran
     REPORT.append(f"example workflows: {len(examples)} templates validate; {len(examples) - len(validated_only)} "
@@ -275,16 +276,19 @@ def with_test_models(prompt, state_file=None, picture=None):
     out = {}
     diffusers = any(n["class_type"] == "ModularDiffusersLoader" for n in prompt.values())
     bridge = any(n["class_type"] == "ModularPipelineFromModel" for n in prompt.values())
+    sd3 = any("StableDiffusion3" in n["class_type"] for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
-        if bridge and cls == "CheckpointLoaderSimple":  # diffusers' SDXL loop on a MODEL: the tiny ComfyUI SDXL
-            out[nid] = {"class_type": "MLTest_ComfySDXL", "inputs": {"folder": TINY_SDXL_COMFY}}
+        if bridge and cls == "CheckpointLoaderSimple":  # diffusers' loop on a MODEL: the tiny ComfyUI SDXL / SD3
+            out[nid] = ({"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD3_COMFY_FILE,
+                                                                "weight_dtype": "default"}} if sd3 else
+                        {"class_type": "MLTest_ComfySDXL", "inputs": {"folder": TINY_SDXL_COMFY}})
         elif bridge and cls == "LoraLoader":
             out[nid] = {"class_type": "LoraLoaderModelOnly", "inputs": {
                 "model": inputs["model"], "lora_name": TINY_SDXL_LORA, "strength_model": inputs["strength_model"]}}
-        elif bridge and cls == "CLIPTextEncode":  # SDXL-shaped: the tiny model's 64-wide tokens, 32-wide pooled
+        elif bridge and cls == "CLIPTextEncode":  # the tiny model's shapes: 64-wide tokens, 32 / 64-wide pooled
             out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8, "width": 64,
-                                                                         "pooled": 32}}
+                                                                         "pooled": 64 if sd3 else 32}}
         elif cls == "ModularDiffusersLoader":
             out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_FOR[inputs["folder"]]}}
         elif cls.startswith(("ModularStep_", "ModularWorkflow_")):
@@ -306,7 +310,7 @@ def with_test_models(prompt, state_file=None, picture=None):
             out[nid] = {"class_type": "PreviewAny", "inputs": {"source": inputs["images"]}}
         elif cls != "LoadImage":
             out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}
-            if cls == "EmptyLatentImage":
+            if cls in ("EmptyLatentImage", "EmptySD3LatentImage"):
                 node["inputs"].update(width=64, height=64)
             if "steps" in inputs:
                 node["inputs"]["steps"] = 4

@@ -38,9 +38,10 @@ BRIDGE = [
     ("StableDiffusionXL", "SDXL", "bridged: eps prediction on a discrete schedule (v prediction converts the "
                                   "same way, untested); the steps and loop with any guider that does not patch "
                                   "diffusers' UNet modules (host tier: == pipe(), with a LoRA, with APG)"),
-    ("StableDiffusion3", "SD3", "not yet (next): flow matching (timestep = sigma x 1000, no input scaling); its "
-                                "CONDITIONING is CLIP-L/G + T5 joined as diffusers joins them"),
-    ("Flux", "Flux", "not yet (next): packed 2 x 2 latents, guidance embedding, T5 + CLIP pooled conditioning"),
+    ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
+                                "that does not patch diffusers' transformer modules (host tier: == pipe(), with APG, "
+                                "== SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model)"),
+    ("Flux", "Flux", "not yet (next): packed 2 x 2 latents, the guidance embedding, T5 + CLIP pooled conditioning"),
     ("Flux2", "Flux2", "not yet"),
     ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),

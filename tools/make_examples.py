@@ -107,6 +107,33 @@ def bridge_sdxl(info, lora=False, loop_blocks=False):
     return g
 
 
+SD3_CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
+
+
+def bridge_sd3(info):
+    """diffusers' SD3 loop on Load Checkpoint's MODEL (an SD3 / SD3.5 checkpoint with its text encoders): CLIP Text
+    Encode -> CONDITIONING To State -> SD3's steps -> its denoise loop with an APG guider node -> State To LATENT ->
+    VAE Decode -> Save Image."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=SD3_CKPT)
+    pipe = g.node("ModularPipelineFromModel", model=ckpt.out(0))
+    positive = g.node("CLIPTextEncode", text=PROMPT, clip=ckpt.out(1))
+    negative = g.node("CLIPTextEncode", text=NEGATIVE, clip=ckpt.out(1))
+    latent = g.node("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    state = g.node("ModularConditioningToState", pipeline=pipe, positive=positive, negative=negative, latent=latent)
+    state = step(g, info, SD3, "TextInputStep", state=state)
+    state = step(g, info, SD3, "PrepareLatentsStep", state=state, pipeline=pipe, generator=0)
+    state = step(g, info, SD3, "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=28)
+    guider_cls = "ModularGuider_AdaptiveProjectedGuidance"
+    guider = g.node(guider_cls, **defaults(info, guider_cls))
+    loop_cls = "ModularLoop_StableDiffusion3DenoiseStep"
+    loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider)
+    latent_out = g.node("ModularStateToLatent", state=loop, pipeline=pipe)
+    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_sd3")
+    return g
+
+
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 STOP_AT, STEPS, SEED = 10, 20, 156680208700286
 STATE_PREFIX = "states/modular_loops_step10"
@@ -147,6 +174,7 @@ def resume_from_file(info):
 
 
 BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "CLIPTextEncode": 1, "EmptyLatentImage": 1,
+                  "EmptySD3LatentImage": 1,
                   "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
                   "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
 BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
@@ -322,6 +350,7 @@ EXAMPLES = {
     "bridge_sdxl_apg": lambda info: bridge_sdxl(info),
     "bridge_sdxl_lora_apg": lambda info: bridge_sdxl(info, lora=True),
     "bridge_sdxl_loop_blocks": lambda info: bridge_sdxl(info, loop_blocks=True),
+    "bridge_sd3_apg": bridge_sd3,
     "denoise_stop_and_save": stop_and_save,
     "denoise_resume_from_file": resume_from_file,
 }

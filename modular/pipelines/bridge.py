@@ -1,12 +1,14 @@
 """diffusers' loops on a host's own loaded model (ComfyUI's MODEL, with its LoRAs and patches): per bridged family,
 the conventions where diffusers and the host differ, converted here once.
 
-- The denoiser: `Denoiser`, a torch module with the family's diffusers call signature (SDXL:
-  `unet(sample, t, encoder_hidden_states, added_cond_kwargs=...)`), whose forward converts diffusers' values to
-  the host model's (timestep -> sigma with the host's own schedule, the scaled input -> the host's input, the
-  family's added conditioning -> the host's condition arguments), calls the host's model through a `HostModel`
-  (the host adapter's: the host's own model call, so that its patches apply) and converts the host's denoised
-  estimate back into the prediction diffusers' scheduler expects (always epsilon: the scheduler is made for it).
+- The denoiser (`make_denoiser`): a torch module with the family's diffusers call signature (SDXL:
+  `unet(sample, t, encoder_hidden_states, added_cond_kwargs=...)`; SD3: `transformer(hidden_states,
+  encoder_hidden_states, pooled_projections, timestep)`), whose forward converts diffusers' values to the host
+  model's (timestep -> sigma: the host's own table on a discrete schedule, t / 1000 in flow matching; diffusers'
+  input -> the host's; the family's added conditioning -> the host's condition arguments), calls the host's model
+  through a `HostModel` (the host adapter's: the host's own model call, so that its patches apply) and converts
+  the host's denoised estimate back into the prediction diffusers' scheduler expects (epsilon on a discrete
+  schedule: the scheduler is made for it; the flow velocity in flow matching).
 - The scheduler: the family's diffusers scheduler on the host model's own noise schedule (`scheduler_for`).
 - The host's conditioning (text embeddings and the pooled vector) as the state values the family's steps read
   (`conditioning_values`), checked against the model it will condition.
@@ -30,7 +32,7 @@ class HostModel(Protocol):
     sigma_data: float
 
     def sigma(self, timestep):
-        """The host model's sigma for diffusers' timestep (its own schedule, patches applied)."""
+        """The host model's sigma for diffusers' timestep on a discrete schedule (its own table, patches applied)."""
 
     def denoise(self, x, sigma, rows: list[dict], uncond: bool):
         """The host model's denoised estimate x0 of `x` (the host's input: latents at noise level `sigma`), each
@@ -39,25 +41,44 @@ class HostModel(Protocol):
 
 
 @dataclass(frozen=True)
+class Call:
+    """One denoiser call of diffusers', in the family's own argument names, reduced to what converts."""
+
+    sample: object  # the latents diffusers hands the denoiser
+    timestep: object
+    rows: list  # per batch row, the host's condition arguments
+
+
+@dataclass(frozen=True)
 class Family:
-    """One bridged family: its diffusers blocks and denoiser, the host's model classes of it, its scheduler."""
+    """One bridged family: its diffusers blocks and denoiser, the host's model classes of it, its scheduler, and how
+    its denoiser's call converts (`unpack`: diffusers' arguments -> a `Call`; `flow`: flow matching, where diffusers'
+    timestep is sigma x `timestep_scale` and the input is the latents as they are, else a discrete schedule, where
+    the timestep indexes the host's sigma table and the input is variance-preserving)."""
 
     name: str  # the pack's family name (diffusers' class prefix)
     blocks: str  # diffusers' Auto blocks class: the pipeline the family's step, loop and workflow nodes take
     denoiser: str  # the pipeline's denoiser component
     host_models: tuple  # the host's model class names of this family (ComfyUI's model_base classes)
     scheduler: str  # diffusers scheduler class
+    unpack: object  # (args, kwargs, scale_factor) -> Call
     scheduler_config: dict = field(default_factory=dict)  # its family options (as the family's hub config)
+    flow: bool = False
+    timestep_scale: float = 1000.0  # flow: diffusers' timesteps are sigmas x num_train_timesteps
     pooled: bool = True  # the conditioning carries a pooled vector
 
-    def rows(self, sample, encoder_hidden_states, added: dict, scale_factor: int) -> list[dict]:
-        return ROWS[self.name](sample, encoder_hidden_states, added, scale_factor)
+
+def _argument(args, kwargs, index, name):
+    return args[index] if len(args) > index else kwargs.get(name)
 
 
-def _sdxl_rows(sample, encoder_hidden_states, added: dict, scale_factor: int) -> list[dict]:
-    """SDXL: per batch row, the host's condition arguments (ComfyUI's SDXL `extra_conds`): the text embeddings,
-    the pooled embeds and diffusers' six size ids (`time_ids`: original h, w, crop top, left, target h, w, the
-    order the host embeds them in)."""
+def _sdxl_call(args, kwargs, scale_factor: int) -> Call:
+    """SDXL's `unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=...)`: per batch row, the host's
+    condition arguments (ComfyUI's SDXL `extra_conds`): the text embeddings, the pooled embeds and diffusers' six
+    size ids (`time_ids`: original h, w, crop top, left, target h, w, the order the host embeds them in)."""
+    sample, timestep = _argument(args, kwargs, 0, "sample"), _argument(args, kwargs, 1, "timestep")
+    encoder_hidden_states = _argument(args, kwargs, 2, "encoder_hidden_states")
+    added = kwargs.get("added_cond_kwargs") or {}
     rows = []
     for i in range(sample.shape[0]):
         row = {"cross_attn": encoder_hidden_states[i:i + 1], "height": sample.shape[-2] * scale_factor,
@@ -68,25 +89,39 @@ def _sdxl_rows(sample, encoder_hidden_states, added: dict, scale_factor: int) ->
             h, w, top, left, th, tw = (float(v) for v in added["time_ids"][i].tolist())
             row.update(height=h, width=w, crop_h=top, crop_w=left, target_height=th, target_width=tw)
         rows.append(row)
-    return rows
+    return Call(sample, timestep, rows)
 
 
-ROWS = {"StableDiffusionXL": _sdxl_rows}
+def _sd3_call(args, kwargs, scale_factor: int) -> Call:
+    """SD3's `transformer(hidden_states, timestep, encoder_hidden_states, pooled_projections)`: per batch row, the
+    joint text embeddings and the pooled projection (ComfyUI's SD3 `extra_conds`: c_crossattn and y)."""
+    sample, timestep = _argument(args, kwargs, 0, "hidden_states"), _argument(args, kwargs, 3, "timestep")
+    encoder_hidden_states = _argument(args, kwargs, 1, "encoder_hidden_states")
+    pooled = _argument(args, kwargs, 2, "pooled_projections")
+    rows = [{"cross_attn": encoder_hidden_states[i:i + 1],
+             **({"pooled_output": pooled[i:i + 1]} if pooled is not None else {})} for i in range(sample.shape[0])]
+    return Call(sample, timestep, rows)
+
 
 FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
-           {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"}),
+           _sdxl_call, {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"}),
+    # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
+    Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
+           "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True),
 )
 
 
-def family_for(host_model: str) -> Family:
-    """The bridged family of a host model class; a clear refusal naming it and the bridged ones otherwise."""
+def family_for(host_model: str, shown: str = "") -> Family:
+    """The bridged family of a host model class; a clear refusal naming it (`shown`: the host's name for the
+    model's kind, e.g. ComfyUI's supported-model config) and the bridged ones otherwise."""
     for family in FAMILIES:
         if host_model in family.host_models:
             return family
     bridged = ", ".join(f"{f.name} ({'/'.join(f.host_models)})" for f in FAMILIES)
-    raise ConfigError(f"a {host_model} model is not bridged to diffusers' loops (yet); bridged: {bridged}")
+    what = f"{shown} ({host_model})" if shown and shown != host_model else host_model
+    raise ConfigError(f"a {what} model is not bridged to diffusers' loops (yet); bridged: {bridged}")
 
 
 def discrete_betas(sigmas):
@@ -99,12 +134,14 @@ def discrete_betas(sigmas):
     return (1.0 - alphas_cumprod / previous).float()
 
 
-def scheduler_for(family: Family, sigmas):
-    """The family's diffusers scheduler on the host model's schedule (`sigmas`: its sigma per training timestep),
-    predicting epsilon (what the denoiser gives)."""
+def scheduler_for(family: Family, sigmas=None, shift: float | None = None):
+    """The family's diffusers scheduler on the host model's schedule: a discrete one from its sigma per training
+    timestep (`sigmas`), predicting epsilon (what the denoiser gives); a flow-matching one with its `shift`."""
     import diffusers
 
     cls = getattr(diffusers, family.scheduler)
+    if family.flow:
+        return cls(num_train_timesteps=int(family.timestep_scale), shift=float(shift), **family.scheduler_config)
     betas = discrete_betas(sigmas)
     return cls(num_train_timesteps=len(betas), trained_betas=betas.tolist(), prediction_type=EPSILON,
                **family.scheduler_config)
@@ -113,7 +150,7 @@ def scheduler_for(family: Family, sigmas):
 def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, scale_factor: int = 8):
     """The family's denoiser module on `host`: diffusers' call signature, the conversions of this module.
     `config`: what diffusers' blocks read of the denoiser's config (e.g. SDXL's in_channels, sample_size,
-    addition_time_embed_dim, projection_class_embeddings_input_dim)."""
+    addition_time_embed_dim, projection_class_embeddings_input_dim; SD3's joint_attention_dim, patch_size)."""
     import torch
     from diffusers.configuration_utils import FrozenDict
 
@@ -138,22 +175,26 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
         def device(self):
             return device
 
-        def forward(self, sample, timestep, encoder_hidden_states=None, added_cond_kwargs=None, return_dict=True,
-                    **_ignored):
+        def forward(self, *args, **kwargs):
             self.calls += 1
+            call = family.unpack(args, kwargs, scale_factor)
+            sample = call.sample
             batch = sample.shape[0]
-            t = torch.as_tensor(timestep).float().reshape(-1).expand(batch)
-            sigma = host.sigma(t).to(sample.device, torch.float32)
-            s = sigma.reshape(-1, *([1] * (sample.ndim - 1)))
-            # diffusers gives the variance-preserving input x / sqrt(sigma^2 + 1) whatever its scheduler; the host
-            # model scales its input itself
-            x = sample.float() * (s ** 2 + host.sigma_data ** 2) ** 0.5
-            rows = family.rows(sample, encoder_hidden_states, added_cond_kwargs or {}, scale_factor)
+            t = torch.as_tensor(call.timestep).float().reshape(-1).expand(batch)
+            if family.flow:  # diffusers' timestep is sigma x 1000; the host model takes the latents as they are
+                sigma = (t / family.timestep_scale).to(sample.device, torch.float32)
+                s = sigma.reshape(-1, *([1] * (sample.ndim - 1)))
+                x = sample.float()
+            else:  # diffusers gives the variance-preserving input x / sqrt(sigma^2 + 1); the host scales its own
+                sigma = host.sigma(t).to(sample.device, torch.float32)
+                s = sigma.reshape(-1, *([1] * (sample.ndim - 1)))
+                x = sample.float() * (s ** 2 + host.sigma_data ** 2) ** 0.5
             guider = getattr(self.run, "guider", None) if self.run is not None else None
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
-            denoised = host.denoise(x, sigma, rows, uncond)
+            denoised = host.denoise(x, sigma, call.rows, uncond)
+            # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
-            return types.SimpleNamespace(sample=pred) if return_dict else (pred,)
+            return types.SimpleNamespace(sample=pred) if kwargs.get("return_dict", True) else (pred,)
 
     return BridgedDenoiser()
 

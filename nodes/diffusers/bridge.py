@@ -24,6 +24,7 @@ from . import CATEGORY
 FROM_MODEL = "Diffusers Pipeline From MODEL"
 TO_STATE = "CONDITIONING To State"
 DISCRETE = ("EPS", "V_PREDICTION")  # ComfyUI model types whose denoised estimate converts to epsilon on a discrete schedule
+FLOW = ("FLOW",)  # ... to the flow velocity, with a shifted flow-matching schedule
 
 
 class ComfyModel:
@@ -100,17 +101,20 @@ def model_family(model, label: str) -> bridge.Family:
     base = getattr(model, "model", None)
     if base is None or not hasattr(model, "model_options"):
         raise ConfigError(f"{label}: 'model' is not a ComfyUI MODEL")
-    family = bridge.family_for(type(base).__name__)
+    family = bridge.family_for(type(base).__name__, type(getattr(base, "model_config", None)).__name__)
     model_type = getattr(getattr(base, "model_type", None), "name", "?")
-    if model_type not in DISCRETE or not hasattr(model.get_model_object("model_sampling"), "sigmas"):
+    sampling = model.get_model_object("model_sampling")
+    types_, needs, kind = (FLOW, "shift", "flow-matching") if family.flow else (DISCRETE, "sigmas", "discrete")
+    if model_type not in types_ or not hasattr(sampling, needs):
         raise ConfigError(f"{label}: a {type(base).__name__} model with {model_type} prediction on "
-                          f"{type(model.get_model_object('model_sampling')).__name__}: only {' / '.join(DISCRETE)} on a "
-                          f"discrete schedule is bridged for {family.name}")
+                          f"{type(sampling).__name__}: only {' / '.join(types_)} on a {kind} schedule is bridged for "
+                          f"{family.name}")
     return family
 
 
 def sdxl_config(base) -> dict:
-    """What diffusers' SDXL blocks read of `unet.config`, from ComfyUI's SDXL model."""
+    """What diffusers' SDXL blocks read of `unet.config`, from ComfyUI's SDXL model (SDXL's size ids are embedded
+    by its `embedder`, a Timestep(256))."""
     unet = base.model_config.unet_config
     return {"in_channels": unet["in_channels"], "out_channels": unet["out_channels"],
             "sample_size": unet.get("image_size") or 128, "cross_attention_dim": unet["context_dim"],
@@ -118,14 +122,28 @@ def sdxl_config(base) -> dict:
             "projection_class_embeddings_input_dim": unet["adm_in_channels"], "time_cond_proj_dim": None}
 
 
-DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config}
+def sd3_config(base) -> dict:
+    """What diffusers' SD3 blocks read of `transformer.config`, from ComfyUI's SD3 model (MMDiT)."""
+    unet = base.model_config.unet_config
+    return {"in_channels": unet["in_channels"], "out_channels": unet.get("out_channels") or unet["in_channels"],
+            "patch_size": unet["patch_size"], "sample_size": 128,
+            "joint_attention_dim": unet["context_embedder_config"]["params"]["in_features"],
+            "pooled_projection_dim": unet["adm_in_channels"]}
+
+
+DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config}
+
+
+def context_width(family, config) -> int:
+    """The text embedding width the denoiser takes."""
+    return config["joint_attention_dim"] if family.name == "StableDiffusion3" else config["cross_attention_dim"]
 
 
 def pooled_width(family, config) -> int | None:
     """The pooled vector width the denoiser takes (SDXL: its added embedding minus the six size ids)."""
     if family.name == "StableDiffusionXL":
         return config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
-    return None
+    return config.get("pooled_projection_dim")
 
 
 def bridged_pipeline(model, label: str = FROM_MODEL):
@@ -139,7 +157,9 @@ def bridged_pipeline(model, label: str = FROM_MODEL):
     host = ComfyModel(model)
     denoiser = bridge.make_denoiser(family, host, config, model.model_dtype(), model.load_device)
     pipeline = getattr(diffusers, family.blocks)().init_pipeline()
-    scheduler = bridge.scheduler_for(family, host.model_sampling.sigmas.detach().cpu())
+    sampling = host.model_sampling
+    scheduler = (bridge.scheduler_for(family, shift=float(sampling.shift)) if family.flow else
+                 bridge.scheduler_for(family, sampling.sigmas.detach().cpu()))
     pipeline.update_components(**{family.denoiser: denoiser}, scheduler=scheduler)
     setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out, from_host=base.process_latent_in))
     return pipeline
@@ -211,7 +231,7 @@ class ConditioningToState:
                               f"ComfyUI MODEL); a diffusers folder's pipeline encodes prompts with its text encoder step")
         denoiser = denoisers[0]
         family, config = denoiser.family, denoiser.config
-        values = bridge.conditioning_values(family, positive, negative, config["cross_attention_dim"],
+        values = bridge.conditioning_values(family, positive, negative, context_width(family, config),
                                             pooled_width(family, config), TO_STATE)
         if latent is not None:
             values.update(latent_values(latent, values["prompt_embeds"].shape[0], config, pipeline))
