@@ -22,7 +22,8 @@ __all__ = ["ComfyServer", "Graph", "Interrupted", "RunResult", "interrupt_at_fir
            "widget_values",
            "find_comfyui", "comfy_python",
            "missing_modules", "require_host", "install_blocks", "install_testkit", "start_test_server", "TINY_SD3",
-           "TINY_SDXL", "TINY_SDXL_COMFY", "TINY_SDXL_LORA", "TINY_SD3_COMFY", "TINY_SD3_COMFY_FILE", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]
+           "TINY_SDXL", "TINY_SDXL_COMFY", "TINY_SDXL_LORA", "TINY_SD3_COMFY", "TINY_SD3_COMFY_FILE", "TINY_FLUX_COMFY",
+           "TINY_FLUX_COMFY_FILE", "TINY_SD3_PIPELINE", "TINY_FLUX", "TINY_WAN", "PICKLE_ONLY"]
 PACK_DIR_NAME = "modular_loops"
 
 
@@ -126,6 +127,7 @@ TINY_SDXL_COMFY = "tiny-sdxl-comfy"  # sizes ComfyUI's SDXL network carries (the
 TINY_SDXL_LORA = "tiny-sdxl-comfy-lora.safetensors"  # in models/loras: a LoRA for its UNet
 TINY_SD3_COMFY = "tiny-sd3-comfy"  # sizes ComfyUI detects: its transformer also in models/diffusion_models/
 TINY_SD3_COMFY_FILE = "tiny-sd3-comfy.safetensors"  # (Load Diffusion Model loads it with ComfyUI's own loader)
+TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE = "tiny-flux-comfy", "tiny-flux-comfy.safetensors"  # the same for Flux
 TINY_SD3_PIPELINE = "tiny-sd3"
 TINY_FLUX = "tiny-flux"
 TINY_WAN = "tiny-wan"  # Wan 2.1 text-to-video
@@ -139,7 +141,7 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
     root = server.base / "models" / "diffusers"
     sdxl = root / TINY_SDXL
     for kind, folder in (("sdxl", sdxl), ("sdxl-comfy", root / TINY_SDXL_COMFY),
-                         ("sd3-comfy", root / TINY_SD3_COMFY), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
+                         ("sd3-comfy", root / TINY_SD3_COMFY), ("flux-comfy", root / TINY_FLUX_COMFY), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
                          ("wan", root / TINY_WAN)):
         if not (folder / "model_index.json").is_file():
             r = subprocess.run([server.python, str(fixtures / "tiny_diffusers.py"), kind, str(folder)],
@@ -156,10 +158,11 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
                             str(root / TINY_SDXL_COMFY), str(lora)], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"could not write the tiny SDXL LoRA: {r.stderr[-2000:]}")
-    single = server.base / "models" / "diffusion_models" / TINY_SD3_COMFY_FILE
-    if not single.is_file():
-        single.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / TINY_SD3_COMFY / "transformer" / "diffusion_pytorch_model.safetensors", single)
+    for folder, name in ((TINY_SD3_COMFY, TINY_SD3_COMFY_FILE), (TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE)):
+        single = server.base / "models" / "diffusion_models" / name
+        if not single.is_file():
+            single.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / folder / "transformer" / "diffusion_pytorch_model.safetensors", single)
     pickled = root / PICKLE_ONLY
     if not pickled.is_dir():
         shutil.copytree(sdxl, pickled)

@@ -1,6 +1,7 @@
 """Host tier, the bridge: diffusers' SDXL and SD3 steps and denoise loops on a ComfyUI MODEL (SDXL: ComfyUI's own
 SDXL network carrying a tiny folder's UNet weights, `MLTest_ComfySDXL`; SD3: the tiny folder's transformer file,
-loaded by ComfyUI's own Load Diffusion Model), its CONDITIONING and LATENTs, against diffusers' own pipe() on that
+loaded by ComfyUI's own Load Diffusion Model; Flux: the same file through Load Diffusion Model's own steps, sizes read
+from the weights, `MLTest_ComfyFlux`), its CONDITIONING and LATENTs, against diffusers' own pipe() on that
 folder with the same embeddings and seed; a LoRA through ComfyUI's LoraLoader against the same LoRA merged into
 diffusers' UNet; ComfyUI's own sampler on the same MODEL; bad input named before the loop. Skipped, loudly,
 without a ComfyUI."""
@@ -9,8 +10,8 @@ import json
 
 import pytest
 
-from comfy_host import (TINY_SD3_COMFY, TINY_SD3_COMFY_FILE, TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, require_host,
-                        widget_values)
+from comfy_host import (TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE, TINY_SD3_COMFY, TINY_SD3_COMFY_FILE, TINY_SDXL_COMFY,
+                        TINY_SDXL_LORA, Graph, require_host, widget_values)
 from conftest import REPORT
 
 require_host()
@@ -38,7 +39,17 @@ FAMILIES = {
             "steps": [("TextInputStep", {}), ("PrepareLatentsStep", {"generator": SEED}),
                       ("SetTimestepsStep", {"num_inference_steps": STEPS})],
             "loop": "ModularLoop_StableDiffusion3DenoiseStep", "empty": "EmptySD3LatentImage", "channels": 16},
+    # Flux.1-dev's MODEL after ComfyUI's ModelSamplingFlux for the size (its shift = diffusers' mu there); no CFG
+    "flux": {"family": "Flux", "folder": TINY_FLUX_COMFY,
+             "model": ("MLTest_ComfyFlux", {"unet_name": TINY_FLUX_COMFY_FILE}),
+             "sampling": ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": SIZE, "height": SIZE}),
+             "steps": [("TextInputStep", {}), ("PrepareLatentsStep", {"generator": SEED}),
+                       ("SetTimestepsStep", {"num_inference_steps": STEPS}), ("RoPEInputsStep", {})],
+             "after": [("UnpackLatentsStep", {})],
+             "loop": "ModularLoop_FluxDenoiseStep", "empty": "EmptySD3LatentImage", "channels": 16,
+             "negative": False},
 }
+GUIDED = [f for f in FAMILIES if FAMILIES[f].get("negative", True)]  # Flux.1-dev is guidance-distilled: no guider
 
 
 def equal(got) -> bool:
@@ -58,10 +69,14 @@ class Bridged:
         self.info, self.spec = info, FAMILIES[family]
         cls, inputs = self.spec["model"]
         self.model = model or g.node(cls, **inputs)
+        if "sampling" in self.spec and model is None:
+            cls, inputs = self.spec["sampling"]
+            self.model = g.node(cls, model=self.model, **inputs)
         self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
         self.cond = g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
                            negative_prompt=NEGATIVE)
         empty = g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
+        negative = negative and self.spec.get("negative", True)
         state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
                                        latent=empty, **({"negative": self.cond.out(1)} if negative else {}))
         self.steps = {}
@@ -72,7 +87,10 @@ class Bridged:
         self.loop = g.node(loop, **widgets(info, loop), state=state, pipeline=self.pipeline,
                            **({"guider": guider} if guider is not None else {}),
                            **{f"block_{k}": b for k, b in enumerate(self.blocks, start=1)})
-        self.latent = g.node("ModularStateToLatent", state=self.loop, pipeline=self.pipeline)
+        state = self.loop
+        for name, inputs in self.spec.get("after", []):
+            state = self.steps[name] = self.step(name, state=state, **inputs)
+        self.latent = g.node("ModularStateToLatent", state=state, pipeline=self.pipeline)
 
     def step(self, name, **inputs):
         cls = f"ModularStep_{self.spec['family']}{name}"
@@ -129,7 +147,7 @@ def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, inf
                   f"|latent| max {got['max_abs_a']:.3g}")
     # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
     calls = json.loads(run.text(loaded))
-    assert any({"sdxl": "SDXL", "sd3": "SD3"}[family] in names for names in calls), calls
+    assert any({"sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}[family] in names for names in calls), calls
 
 
 def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, info):
@@ -146,7 +164,7 @@ def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, in
                   f"effect {changed['max_abs_diff']:.3g}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", GUIDED)
 def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     g = Graph()
     params = {"guidance_scale": 6.0, "eta": 0.5}
@@ -161,15 +179,19 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
 
 
-@pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0)])
+@pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0), ("flux", 1.0)])
 def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info, family, cfg):
     # the same MODEL, conditioning, sigmas and starting latent: SamplerCustomAdvanced with euler and a CFGGuider at
-    # the pipeline guider's scale (the family's default ClassifierFreeGuidance: SDXL 7.5, SD3 7.0).
+    # the pipeline guider's scale (the family's default ClassifierFreeGuidance: SDXL 7.5, SD3 7.0; Flux.1-dev has no
+    # CFG: 1, its guidance embedding 3.5 on both sides).
     # ComfyUI applies CFG to the denoised latents, diffusers' guider to the noise predictions: equal in exact
     # arithmetic, a float32 rounding apart here.
     chain = Bridged(info, family=family)
     g = chain.graph
-    start = g.node("ModularStateToLatent", state=chain.steps["PrepareLatentsStep"], pipeline=chain.pipeline)
+    start = chain.steps["PrepareLatentsStep"]
+    for name, inputs in FAMILIES[family].get("after", []):  # Flux: its packed latents unpacked by its own step
+        start = chain.step(name, state=start, **inputs)
+    start = g.node("ModularStateToLatent", state=start, pipeline=chain.pipeline)
     guider = g.node("CFGGuider", model=chain.model, positive=chain.cond.out(0), negative=chain.cond.out(1), cfg=cfg)
     if family == "sdxl":  # ComfyUI starts from latent + sigma x noise: the start as the latent, no noise
         noise, latent = g.node("DisableNoise"), start
@@ -178,7 +200,9 @@ def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sample
         latent = g.node(FAMILIES[family]["empty"], width=SIZE, height=SIZE, batch_size=1)
     sampled = g.node("SamplerCustomAdvanced", noise=noise, guider=guider,
                      sampler=g.node("KSamplerSelect", sampler_name="euler"),
-                     sigmas=g.node("MLTest_SchedulerSigmas", pipeline=chain.pipeline, steps=STEPS), latent_image=latent)
+                     sigmas=g.node("MLTest_SchedulerSigmas", pipeline=chain.pipeline, steps=STEPS,
+                                   **({"state": chain.steps["SetTimestepsStep"]} if family == "flux" else {})),
+                     latent_image=latent)
     diff = chain.compare(chain.latent, sampled)
     got = result(server, g, diff)[0]
     assert equal(got), got

@@ -183,3 +183,41 @@ def test_sd3_flow_matching_converts_timestep_input_and_velocity():
     ours, hub = bridge.scheduler_for(SD3, shift=3.0), FlowMatchEulerDiscreteScheduler(shift=3.0)
     ours.set_timesteps(5), hub.set_timesteps(5)
     assert torch.equal(ours.timesteps, hub.timesteps) and torch.equal(ours.sigmas, hub.sigmas)
+
+
+FLUX = bridge.family_for("Flux")
+
+
+def test_flux_unpacks_diffusers_latents_for_the_host_and_packs_its_velocity_back():
+    from diffusers import FluxPipeline
+
+    host = FakeHost()
+    config = {"in_channels": 64, "latent_channels": 16, "joint_attention_dim": 32, "pooled_projection_dim": 32,
+              "guidance_embeds": True, "patch_size": 1}
+    transformer = bridge.make_denoiser(FLUX, host, config, torch.float32, torch.device("cpu"))
+    latents = torch.randn(1, 16, 6, 4)  # latent rows x columns: 6 x 4 -> 3 x 2 packed tokens of 64
+    packed = FluxPipeline._pack_latents(latents, 1, 16, 6, 4)
+    img_ids = FluxPipeline._prepare_latent_image_ids(1, 3, 2, "cpu", torch.float32)
+    v = transformer(hidden_states=packed, timestep=torch.tensor([0.6]), guidance=torch.tensor([3.5]),
+                    encoder_hidden_states=torch.randn(1, 7, 32), pooled_projections=torch.randn(1, 32),
+                    img_ids=img_ids, txt_ids=torch.zeros(7, 3), return_dict=False)[0]
+    call = host.seen[-1]
+    # the host gets the latents unpacked, sigma = the timestep itself (Flux's denoiser gets sigma), the guidance
+    assert torch.equal(call["x"], latents) and torch.allclose(call["sigma"], torch.tensor([0.6]))
+    assert call["rows"][0]["guidance"] == 3.5
+    # the velocity (x - x0) / sigma goes back packed as diffusers' transformer gives it
+    assert v.shape == packed.shape
+    assert torch.allclose(v, FluxPipeline._pack_latents((latents - 0.5 * latents) / 0.6, 1, 16, 6, 4), rtol=1e-6)
+
+
+def test_flux_guidance_on_the_conditioning_is_diffusers_guidance_scale_and_its_shift_exponential():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    values = bridge.conditioning_values(FLUX, conditioning(width=32, guidance=4.0), None, 32, 32, "n")
+    assert values["guidance_scale"] == 4.0 and "negative_prompt_embeds" not in values
+    # ComfyUI's Flux shift is mu of exp(mu) / (exp(mu) + 1 / sigma - 1): diffusers' exponential time shift
+    ours = bridge.scheduler_for(FLUX, shift=0.8)
+    dynamic = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type="exponential")
+    sigmas = [1.0, 0.75, 0.5, 0.25]
+    ours.set_timesteps(sigmas=sigmas), dynamic.set_timesteps(sigmas=sigmas, mu=0.8)
+    assert torch.allclose(ours.sigmas, dynamic.sigmas, atol=1e-6)

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from comfy_host import (TINY_FLUX, TINY_SD3_COMFY_FILE, TINY_SD3_PIPELINE, TINY_SDXL, TINY_SDXL_COMFY, TINY_SDXL_LORA,
-                        Graph, ValidationError, interrupt_at_first_step, require_host, ui_to_api)
+from comfy_host import (TINY_FLUX, TINY_FLUX_COMFY_FILE, TINY_SD3_COMFY_FILE, TINY_SD3_PIPELINE, TINY_SDXL,
+                        TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, ValidationError, interrupt_at_first_step, require_host,
+                        ui_to_api)
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -250,7 +251,8 @@ def test_example_workflows_are_templates_and_run(server):
             assert len(saved) == 1 and saved[0]["filename"].endswith(".png"), (name, result.outputs)
         else:
             checks = [json.loads(result.text(k)) for k, n in prompt.items() if n["class_type"] == "PreviewAny"]
-            channels = 16 if "sd3" in name else 4  # the latent that went to VAE Decode: SD1.5 / SDXL's 4, SD3's 16
+            # the latent that went to VAE Decode: SD1.5 / SDXL's 4 channels, SD3's and Flux's 16
+            channels = 16 if "sd3" in name or "flux" in name else 4
             assert checks and all(c["finite"] and c["shape"][1] == channels for c in checks), (name, checks)
     ran = [n for n in examples if n.startswith("diffusers_") and n not in validated_only]
     assert {"diffusers_stable_diffusion_xl_inpainting", "diffusers_flux_image2image"} <= set(ran), ran
@@ -277,17 +279,20 @@ def with_test_models(prompt, state_file=None, picture=None):
     diffusers = any(n["class_type"] == "ModularDiffusersLoader" for n in prompt.values())
     bridge = any(n["class_type"] == "ModularPipelineFromModel" for n in prompt.values())
     sd3 = any("StableDiffusion3" in n["class_type"] for n in prompt.values())
+    flux = any(n["class_type"].startswith("ModularLoop_Flux") for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
         if bridge and cls == "CheckpointLoaderSimple":  # diffusers' loop on a MODEL: the tiny ComfyUI SDXL / SD3
             out[nid] = ({"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD3_COMFY_FILE,
                                                                 "weight_dtype": "default"}} if sd3 else
+                        {"class_type": "MLTest_ComfyFlux", "inputs": {"unet_name": TINY_FLUX_COMFY_FILE}} if flux else
                         {"class_type": "MLTest_ComfySDXL", "inputs": {"folder": TINY_SDXL_COMFY}})
         elif bridge and cls == "LoraLoader":
             out[nid] = {"class_type": "LoraLoaderModelOnly", "inputs": {
                 "model": inputs["model"], "lora_name": TINY_SDXL_LORA, "strength_model": inputs["strength_model"]}}
         elif bridge and cls == "CLIPTextEncode":  # the tiny model's shapes: 64-wide tokens, 32 / 64-wide pooled
-            out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8, "width": 64,
+            out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8,
+                                                                         "width": 32 if flux else 64,
                                                                          "pooled": 64 if sd3 else 32}}
         elif cls == "ModularDiffusersLoader":
             out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_FOR[inputs["folder"]]}}

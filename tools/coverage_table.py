@@ -41,7 +41,10 @@ BRIDGE = [
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
                                 "that does not patch diffusers' transformer modules (host tier: == pipe(), with APG, "
                                 "== SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model)"),
-    ("Flux", "Flux", "not yet (next): packed 2 x 2 latents, the guidance embedding, T5 + CLIP pooled conditioning"),
+    ("Flux", "Flux", "bridged: Flux.1 dev / schnell: flow matching with the MODEL's (exponential) shift, the packed "
+                     "latents unpacked for ComfyUI's network, Flux Guidance's value as guidance_scale (host tier: "
+                     "== pipe(), == SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model + "
+                     "ModelSamplingFlux)"),
     ("Flux2", "Flux2", "not yet"),
     ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),

@@ -134,6 +134,34 @@ def bridge_sd3(info):
     return g
 
 
+FLUX_CKPT = "flux1-dev-fp8.safetensors"
+
+
+def bridge_flux(info):
+    """diffusers' Flux loop on Load Checkpoint's MODEL (a Flux.1-dev checkpoint with its text encoders and VAE),
+    its shift for the size by ModelSamplingFlux, its guidance by Flux Guidance: CLIP Text Encode -> CONDITIONING To
+    State -> Flux's steps -> its denoise loop -> its unpack step -> State To LATENT -> VAE Decode -> Save Image."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=FLUX_CKPT)
+    model = g.node("ModelSamplingFlux", model=ckpt.out(0), max_shift=1.15, base_shift=0.5, width=1024, height=1024)
+    pipe = g.node("ModularPipelineFromModel", model=model)
+    positive = g.node("FluxGuidance", conditioning=g.node("CLIPTextEncode", text=PROMPT, clip=ckpt.out(1)),
+                      guidance=3.5)
+    latent = g.node("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    state = g.node("ModularConditioningToState", pipeline=pipe, positive=positive, latent=latent)
+    state = step(g, info, "Flux", "TextInputStep", state=state)
+    state = step(g, info, "Flux", "PrepareLatentsStep", state=state, pipeline=pipe, generator=0)
+    state = step(g, info, "Flux", "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=28)
+    state = step(g, info, "Flux", "RoPEInputsStep", state=state, pipeline=pipe)
+    loop_cls = "ModularLoop_FluxDenoiseStep"
+    loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe)
+    state = step(g, info, "Flux", "UnpackLatentsStep", state=loop, pipeline=pipe)
+    latent_out = g.node("ModularStateToLatent", state=state, pipeline=pipe)
+    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_flux")
+    return g
+
+
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 STOP_AT, STEPS, SEED = 10, 20, 156680208700286
 STATE_PREFIX = "states/modular_loops_step10"
@@ -173,8 +201,8 @@ def resume_from_file(info):
     return g
 
 
-BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "CLIPTextEncode": 1, "EmptyLatentImage": 1,
-                  "EmptySD3LatentImage": 1,
+BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "ModelSamplingFlux": 0, "CLIPTextEncode": 1,
+                  "FluxGuidance": 1, "EmptyLatentImage": 1, "EmptySD3LatentImage": 1,
                   "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
                   "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
 BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
@@ -351,6 +379,7 @@ EXAMPLES = {
     "bridge_sdxl_lora_apg": lambda info: bridge_sdxl(info, lora=True),
     "bridge_sdxl_loop_blocks": lambda info: bridge_sdxl(info, loop_blocks=True),
     "bridge_sd3_apg": bridge_sd3,
+    "bridge_flux": bridge_flux,
     "denoise_stop_and_save": stop_and_save,
     "denoise_resume_from_file": resume_from_file,
 }

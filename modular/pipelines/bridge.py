@@ -17,6 +17,7 @@ Nothing here imports the host: a `HostModel` gives what the conversions need."""
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,9 +45,10 @@ class HostModel(Protocol):
 class Call:
     """One denoiser call of diffusers', in the family's own argument names, reduced to what converts."""
 
-    sample: object  # the latents diffusers hands the denoiser
+    sample: object  # the latents diffusers hands the denoiser, in the host model's layout ([B, C, H, W])
     timestep: object
     rows: list  # per batch row, the host's condition arguments
+    back: object = None  # the prediction in the host's layout -> diffusers' layout (Flux: packed again)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,10 @@ class Family:
     unpack: object  # (args, kwargs, scale_factor) -> Call
     scheduler_config: dict = field(default_factory=dict)  # its family options (as the family's hub config)
     flow: bool = False
-    timestep_scale: float = 1000.0  # flow: diffusers' timesteps are sigmas x num_train_timesteps
+    timestep_scale: float = 1000.0  # flow: diffusers' denoiser gets sigma x this (SD3: 1000; Flux: sigma itself)
+    exponential_shift: bool = False  # flow: the host's shift is mu of exp(mu) / (exp(mu) + 1 / sigma - 1) (Flux)
     pooled: bool = True  # the conditioning carries a pooled vector
+    options: dict = field(default_factory=dict)  # the host's conditioning options -> state values (Flux: guidance)
 
 
 def _argument(args, kwargs, index, name):
@@ -103,6 +107,33 @@ def _sd3_call(args, kwargs, scale_factor: int) -> Call:
     return Call(sample, timestep, rows)
 
 
+def _flux_call(args, kwargs, scale_factor: int) -> Call:
+    """Flux's `transformer(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids,
+    guidance)`: diffusers' packed 2 x 2 latents unpacked for the host model (which packs them itself), their size
+    read from `img_ids` (row, column per packed token), with diffusers' own `_unpack_latents` / `_pack_latents`;
+    per batch row, the T5 embeddings, the CLIP pooled vector and the guidance (ComfyUI's Flux `extra_conds`)."""
+    from diffusers import FluxPipeline
+
+    packed = _argument(args, kwargs, 0, "hidden_states")
+    encoder_hidden_states = _argument(args, kwargs, 1, "encoder_hidden_states")
+    pooled = _argument(args, kwargs, 2, "pooled_projections")
+    timestep = _argument(args, kwargs, 3, "timestep")
+    ids = kwargs.get("img_ids")
+    rows_h, cols_w = int(ids[..., 1].max()) + 1, int(ids[..., 2].max()) + 1
+    height, width = 2 * rows_h, 2 * cols_w  # latent rows / columns
+    sample = FluxPipeline._unpack_latents(packed, height * scale_factor, width * scale_factor, scale_factor)
+    guidance = kwargs.get("guidance")
+    rows = [{"cross_attn": encoder_hidden_states[i:i + 1],
+             **({"pooled_output": pooled[i:i + 1]} if pooled is not None else {}),
+             "guidance": None if guidance is None else float(guidance.reshape(-1)[min(i, guidance.numel() - 1)])}
+            for i in range(sample.shape[0])]
+
+    def back(pred):
+        return FluxPipeline._pack_latents(pred, pred.shape[0], pred.shape[1], height, width)
+
+    return Call(sample, timestep, rows, back)
+
+
 FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
@@ -110,6 +141,10 @@ FAMILIES = (
     # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
     Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
            "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True),
+    # Flux: flow-matching Euler with the host's exponential shift; the conditioning's guidance (Flux Guidance) is
+    # diffusers' guidance_scale
+    Family("Flux", "FluxAutoBlocks", "transformer", ("Flux",), "FlowMatchEulerDiscreteScheduler", _flux_call,
+           flow=True, timestep_scale=1.0, exponential_shift=True, options={"guidance": "guidance_scale"}),
 )
 
 
@@ -140,8 +175,9 @@ def scheduler_for(family: Family, sigmas=None, shift: float | None = None):
     import diffusers
 
     cls = getattr(diffusers, family.scheduler)
-    if family.flow:
-        return cls(num_train_timesteps=int(family.timestep_scale), shift=float(shift), **family.scheduler_config)
+    if family.flow:  # (an exponential shift mu is the static shift exp(mu): the same schedule)
+        shift = math.exp(shift) if family.exponential_shift else shift
+        return cls(num_train_timesteps=1000, shift=float(shift), **family.scheduler_config)
     betas = discrete_betas(sigmas)
     return cls(num_train_timesteps=len(betas), trained_betas=betas.tolist(), prediction_type=EPSILON,
                **family.scheduler_config)
@@ -194,6 +230,7 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             denoised = host.denoise(x, sigma, call.rows, uncond)
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
+            pred = call.back(pred) if call.back is not None else pred
             return types.SimpleNamespace(sample=pred) if kwargs.get("return_dict", True) else (pred,)
 
     return BridgedDenoiser()
@@ -230,6 +267,9 @@ def conditioning_values(family: Family, positive, negative, context_dim: int, po
         values[f"{prefix}prompt_embeds"] = embeds
         if family.pooled:
             values[f"{prefix}pooled_prompt_embeds"] = pooled
+        if not prefix:
+            options = conditioning[0][1] or {}
+            values.update({state: options[key] for key, state in family.options.items() if key in options})
     return values
 
 

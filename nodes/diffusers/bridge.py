@@ -24,7 +24,7 @@ from . import CATEGORY
 FROM_MODEL = "Diffusers Pipeline From MODEL"
 TO_STATE = "CONDITIONING To State"
 DISCRETE = ("EPS", "V_PREDICTION")  # ComfyUI model types whose denoised estimate converts to epsilon on a discrete schedule
-FLOW = ("FLOW",)  # ... to the flow velocity, with a shifted flow-matching schedule
+FLOW = ("FLOW", "FLUX")  # ... to the flow velocity, with a shifted flow-matching schedule
 
 
 class ComfyModel:
@@ -131,12 +131,21 @@ def sd3_config(base) -> dict:
             "pooled_projection_dim": unet["adm_in_channels"]}
 
 
-DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config}
+def flux_config(base) -> dict:
+    """What diffusers' Flux blocks read of `transformer.config`, from ComfyUI's Flux model: diffusers' transformer
+    takes the 2 x 2 packed latents (in_channels 4 x the latent channels)."""
+    unet = base.model_config.unet_config
+    return {"in_channels": unet["in_channels"] * 4, "out_channels": unet["in_channels"] * 4, "patch_size": 1,
+            "latent_channels": unet["in_channels"], "joint_attention_dim": unet["context_in_dim"],
+            "pooled_projection_dim": unet["vec_in_dim"], "guidance_embeds": bool(unet.get("guidance_embed"))}
+
+
+DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config}
 
 
 def context_width(family, config) -> int:
     """The text embedding width the denoiser takes."""
-    return config["joint_attention_dim"] if family.name == "StableDiffusion3" else config["cross_attention_dim"]
+    return config.get("joint_attention_dim") or config["cross_attention_dim"]
 
 
 def pooled_width(family, config) -> int | None:
@@ -247,9 +256,10 @@ def latent_values(latent, prompts: int, config, pipeline) -> dict:
     where = f"{TO_STATE}: 'latent'"
     if samples is None or samples.ndim != 4:
         raise ConfigError(f"{where}: not an image LATENT ([batch, channels, height, width])")
-    if samples.shape[1] != config["in_channels"]:
-        raise ConfigError(f"{where}: {samples.shape[1]} channels, but this model's latents have "
-                          f"{config['in_channels']}: use Empty Latent Image (this model's latent space)")
+    channels = config.get("latent_channels", config["in_channels"])
+    if samples.shape[1] != channels:
+        raise ConfigError(f"{where}: {samples.shape[1]} channels, but this model's latents have {channels}: use "
+                          f"the empty latent of this model's latent space (Empty Latent Image, Empty SD3 Latent Image)")
     if "noise_mask" in latent or bool(samples.abs().max() > 0):
         raise ConfigError(f"{where}: a LATENT with content (VAE Encode's, or with a noise mask): diffusers' "
                           f"text2image loop starts from noise, and image2image / inpainting from a LATENT are not "
