@@ -164,6 +164,24 @@ def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, in
                   f"effect {changed['max_abs_diff']:.3g}")
 
 
+def test_a_model_patch_changes_the_bridged_loop_as_it_changes_the_model(server, info):
+    # ComfyUI's ModelSamplingDiscrete node makes the MODEL a v-prediction one (a v-prediction SDXL checkpoint, e.g.):
+    # its denoised estimate reads the network's output as v; the bridge's epsilon follows, so the bridged loop ==
+    # diffusers' pipe() with a v-prediction scheduler on the same UNet
+    g = Graph()
+    model = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+    patched = g.node("ModelSamplingDiscrete", model=model, sampling="v_prediction", zsnr=False)
+    chain, plain = Bridged(info, g, model=patched), Bridged(info, g, model=model)
+    diff = chain.against_diffusers(scheduler_options=json.dumps({"prediction_type": "v_prediction"}))
+    effect = chain.compare(chain.latent, plain.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed
+    REPORT.append(f"bridge SDXL, MODEL patched to v-prediction: vs diffusers with a v-prediction scheduler "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g}); the patch's own effect "
+                  f"{changed['max_abs_diff']:.3g}")
+
+
 @pytest.mark.parametrize("family", GUIDED)
 def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     g = Graph()

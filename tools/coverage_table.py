@@ -35,9 +35,10 @@ def cell(entry) -> str:
 # diffusers' loops on ComfyUI's own models: (family, ComfyUI model classes, status / why not). The bridged ones are
 # modular.pipelines.bridge.FAMILIES (checked by tests/test_core_bridge.py against this table).
 BRIDGE = [
-    ("StableDiffusionXL", "SDXL", "bridged: eps prediction on a discrete schedule (v prediction converts the "
-                                  "same way, untested); the steps and loop with any guider that does not patch "
-                                  "diffusers' UNet modules (host tier: == pipe(), with a LoRA, with APG)"),
+    ("StableDiffusionXL", "SDXL", "bridged: eps or v prediction on a discrete schedule; the steps and loop with any "
+                                  "guider that does not patch diffusers' UNet modules (host tier: == pipe(), with a "
+                                  "LoRA, with APG, made v-prediction by ModelSamplingDiscrete, == "
+                                  "SamplerCustomAdvanced euler)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
                                 "that does not patch diffusers' transformer modules (host tier: == pipe(), with APG, "
                                 "== SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model)"),
