@@ -246,7 +246,7 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
 
 
 @pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "encoded_latent",
-                                  "folder_pipeline"])
+                                  "folder_pipeline", "layer_hook_guider"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
     chain = Bridged(info, g)
@@ -270,6 +270,11 @@ def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
         chain.to_state.set(latent=g.node("MLTest_DiffusersLatents", folder=TINY_SDXL_COMFY, prompt=PROMPT,
                                          negative_prompt=NEGATIVE, steps=1, seed=SEED, height=SIZE, width=SIZE))
         expect = {"node": chain.to_state, "text": ["'latent'", "with content", "Empty Latent Image"]}
+    elif case == "layer_hook_guider":  # perturbed attention hooks diffusers' attention layers: none behind the bridge
+        cls = "ModularGuider_PerturbedAttentionGuidance"
+        chain.loop.set(guider=g.node(cls, **widgets(info, cls, perturbed_guidance_layers="[1]")))
+        expect = {"node": chain.loop, "text": ["the guider PerturbedAttentionGuidance works by hooking",
+                                               "ClassifierFreeGuidance"]}
     elif case == "folder_pipeline":
         folder = g.node("ModularDiffusersLoader", folder=TINY_SDXL_COMFY, dtype="float32")
         chain.to_state.set(pipeline=folder)

@@ -221,3 +221,19 @@ def test_flux_guidance_on_the_conditioning_is_diffusers_guidance_scale_and_its_s
     sigmas = [1.0, 0.75, 0.5, 0.25]
     ours.set_timesteps(sigmas=sigmas), dynamic.set_timesteps(sigmas=sigmas, mu=0.8)
     assert torch.allclose(ours.sigmas, dynamic.sigmas, atol=1e-6)
+
+
+def test_a_guider_that_hooks_the_denoisers_layers_is_refused_on_a_bridged_pipeline():
+    from diffusers.guiders import (AdaptiveProjectedGuidance, AutoGuidance, ClassifierFreeGuidance,
+                                   PerturbedAttentionGuidance, SkipLayerGuidance, SmoothedEnergyGuidance)
+
+    pipeline = type("P", (), {})()
+    pipeline.unet = sdxl_denoiser(FakeHost())
+    for guider in (PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), SkipLayerGuidance(skip_layer_guidance_layers=[1]),
+                   SmoothedEnergyGuidance(seg_guidance_layers=[1]), AutoGuidance(auto_guidance_layers=[1], dropout=1.0)):
+        with pytest.raises(ConfigError) as e:
+            bridge.check_guider(guider, pipeline, "loop node 7")
+        assert str(e.value).startswith(f"loop node 7: the guider {type(guider).__name__} works by hooking")
+    for guider in (ClassifierFreeGuidance(), AdaptiveProjectedGuidance()):
+        bridge.check_guider(guider, pipeline, "loop node 7")
+    bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), type("Folder", (), {})(), "loop")  # a diffusers folder's: fine

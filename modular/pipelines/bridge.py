@@ -244,6 +244,21 @@ def bridged_denoisers(pipeline) -> list:
     return [m for name in ("unet", "transformer") if is_bridged(m := getattr(pipeline, name, None))]
 
 
+def check_guider(guider, pipeline, label: str):
+    """Refuse, before the loop, a guider that patches the denoiser's own layers (it overrides `prepare_models`:
+    diffusers' layer hooks for perturbed attention, skip-layer, smoothed-energy and auto guidance) on a bridged
+    pipeline: the host's model behind the bridge has no diffusers layers to hook."""
+    if guider is None or pipeline is None or not bridged_denoisers(pipeline):
+        return
+    from diffusers.guiders.guider_utils import BaseGuidance
+
+    if type(guider).prepare_models is not BaseGuidance.prepare_models:
+        raise ConfigError(f"{label}: the guider {type(guider).__name__} works by hooking the denoiser's own layers "
+                          f"(diffusers' layer hooks), which a ComfyUI MODEL behind Diffusers Pipeline From MODEL does not "
+                          f"have; use a guider that combines predictions (ClassifierFreeGuidance, "
+                          f"AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
+
+
 # --- the host's conditioning into the state -------------------------------------------------------
 
 REFUSED = {"area": "an area (Conditioning Set Area)", "strength": None, "mask": "a mask (Conditioning Set Mask)",

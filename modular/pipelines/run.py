@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..core import compat
 from ..core.errors import ConfigError, ModularError, node_where
 from ..core.state import ValueSource, seed_state
+from . import bridge
 
 
 RUN_COMPONENTS = ("scheduler", "guider")
@@ -87,10 +88,11 @@ class RunComponents:
 
     def before_loop(self, state, label: str, loop=None):
         """What a run checks (and loads) before a loop: a schedule with steps to run, guidance that can work on the
-        state's embeddings; `loop`'s modules loaded (a workflow's loop; a loop node loads its own and its blocks'
+        state's embeddings (and on a bridged denoiser); `loop`'s modules loaded (a workflow's loop; a loop node loads its own and its blocks'
         before it starts)."""
         check_timesteps(state, label)
         check_guidance(self.guider_for(state), state, label)
+        bridge.check_guider(self.guider_for(state), self._pipeline, label)
         if loop is not None:
             self.load_for(loop)
 
