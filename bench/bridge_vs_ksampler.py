@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +33,7 @@ def main():
     opts = parser.parse_args()
 
     from denoise_vs_builtin import setup
+    from timing import alternated_medians
 
     setup(Path(opts.comfyui).resolve(), gpu=False)
     import torch
@@ -95,14 +94,8 @@ def main():
             "same loop, diffusers' UNet": diffusers_unet}
     diff = (bridge() - comfyui()).abs().max().item()  # also the warm-up
     diff_own = (bridge() - diffusers_unet()).abs().max().item()
-    times = {name: [] for name in runs}
-    for k in range(opts.repeats):
-        for name in (list(runs) if k % 2 == 0 else list(reversed(runs))):  # ABC CBA
-            t = time.perf_counter()
-            with torch.no_grad():
-                runs[name]()
-            times[name].append(time.perf_counter() - t)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    with torch.no_grad():
+        med = alternated_medians(runs, opts.repeats)
     print(f"tiny SDXL, {opts.steps} steps, {opts.size} px, CFG 7.5, {opts.repeats} repeats, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     for name, value in med.items():

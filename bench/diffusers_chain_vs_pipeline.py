@@ -9,15 +9,16 @@ wall-time ratio (chain / diffusers, goal <= 1.02 on CPU) and the max |diff| of t
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import alternated_medians  # noqa: E402
 
 PROMPT = "a cat"
 
@@ -74,13 +75,7 @@ def main():
 
     runs = {"diffusers pipeline": theirs, "node chain": ours}
     diff = (ours() - theirs()).abs().max().item()  # also the warm-up
-    times = {name: [] for name in runs}
-    for k in range(opts.repeats):
-        for name in (list(runs) if k % 2 == 0 else list(reversed(runs))):  # ABBA
-            t = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med = alternated_medians(runs, opts.repeats)
     print(f"{opts.family}, {opts.steps} steps, {opts.size} px, {opts.repeats} repeats, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     for name, value in med.items():

@@ -66,6 +66,13 @@ def sd3(info):
     return g
 
 
+def decoded_and_saved(g, state, pipe, vae, prefix):
+    """The bridge templates' end: the state's latents as a LATENT of the MODEL's space -> VAE Decode -> Save Image."""
+    latent = g.node("ModularStateToLatent", state=state, pipeline=pipe)
+    g.node("SaveImage", images=g.node("VAEDecode", samples=latent, vae=vae), filename_prefix=prefix)
+    return g
+
+
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
 SDXL_LORA = "your_sdxl_lora.safetensors"
 
@@ -101,10 +108,7 @@ def bridge_sdxl(info, lora=False, loop_blocks=False):
     else:
         loop_cls = "ModularLoop_StableDiffusionXLDenoiseStep"
         loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider)
-    latent_out = g.node("ModularStateToLatent", state=loop, pipeline=pipe)
-    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
-    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_sdxl")
-    return g
+    return decoded_and_saved(g, loop, pipe, ckpt.out(2), "modular_loops_bridge_sdxl")
 
 
 SD3_CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
@@ -128,10 +132,7 @@ def bridge_sd3(info):
     guider = g.node(guider_cls, **defaults(info, guider_cls))
     loop_cls = "ModularLoop_StableDiffusion3DenoiseStep"
     loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider)
-    latent_out = g.node("ModularStateToLatent", state=loop, pipeline=pipe)
-    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
-    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_sd3")
-    return g
+    return decoded_and_saved(g, loop, pipe, ckpt.out(2), "modular_loops_bridge_sd3")
 
 
 FLUX_CKPT = "flux1-dev-fp8.safetensors"
@@ -156,10 +157,7 @@ def bridge_flux(info):
     loop_cls = "ModularLoop_FluxDenoiseStep"
     loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe)
     state = step(g, info, "Flux", "UnpackLatentsStep", state=loop, pipeline=pipe)
-    latent_out = g.node("ModularStateToLatent", state=state, pipeline=pipe)
-    image = g.node("VAEDecode", samples=latent_out, vae=ckpt.out(2))
-    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_flux")
-    return g
+    return decoded_and_saved(g, state, pipe, ckpt.out(2), "modular_loops_bridge_flux")
 
 
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
