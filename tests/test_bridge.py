@@ -64,7 +64,8 @@ class Bridged:
     """MODEL -> Diffusers Pipeline From MODEL; CONDITIONING (+ an empty latent) -> CONDITIONING To State -> the
     family's steps -> its denoise loop -> State To LATENT."""
 
-    def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop=None, negative=True, family="sdxl"):
+    def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop=None, negative=True, family="sdxl",
+                 latent=None, steps=None):
         g = self.graph = graph or Graph()
         self.info, self.spec = info, FAMILIES[family]
         cls, inputs = self.spec["model"]
@@ -75,12 +76,12 @@ class Bridged:
         self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
         self.cond = g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
                            negative_prompt=NEGATIVE)
-        empty = g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
+        latent = latent or g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
         negative = negative and self.spec.get("negative", True)
         state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
-                                       latent=empty, **({"negative": self.cond.out(1)} if negative else {}))
+                                       latent=latent, **({"negative": self.cond.out(1)} if negative else {}))
         self.steps = {}
-        for name, inputs in self.spec["steps"]:
+        for name, inputs in steps or self.spec["steps"]:
             state = self.steps[name] = self.step(name, state=state, **inputs)
         self.blocks = [g.node(cls, **widgets(info, cls, **inputs)) for cls, inputs in blocks]
         loop = loop or self.spec["loop"]
@@ -197,6 +198,55 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
 
 
+# image2image / inpainting from a LATENT with content: the steps of diffusers' image2image (inpainting) chain, the
+# strength on its set-timesteps step; 6 steps at strength 0.6: 3 of them run
+STRENGTH, FROM_IMAGE_STEPS = 0.6, 6
+FROM_IMAGE = {
+    "sdxl_image2image": ("sdxl", [("InputStep", {}), ("Img2ImgSetTimestepsStep", {}),
+                                  ("Img2ImgPrepareLatentsStep", {"generator": SEED}),
+                                  ("Img2ImgPrepareAdditionalConditioningStep", {})], None),
+    "sdxl_inpainting": ("sdxl", [("InputStep", {}), ("Img2ImgSetTimestepsStep", {}),
+                                 ("InpaintPrepareLatentsStep", {"generator": SEED}),
+                                 ("Img2ImgPrepareAdditionalConditioningStep", {})],
+                        "ModularLoop_StableDiffusionXLInpaintDenoiseStep"),
+    "sd3_image2image": ("sd3", [("TextInputStep", {}), ("AdditionalInputsStep", {}),
+                                ("PrepareLatentsStep", {"generator": SEED}), ("Img2ImgSetTimestepsStep", {}),
+                                ("Img2ImgPrepareLatentsStep", {})], None),
+    "flux_image2image": ("flux", [("TextInputStep", {}), ("AdditionalInputsStep", {}),
+                                  ("PrepareLatentsStep", {"generator": SEED}), ("Img2ImgSetTimestepsStep", {}),
+                                  ("Img2ImgPrepareLatentsStep", {}), ("RoPEInputsStep", {})], None),
+}
+
+
+@pytest.mark.parametrize("case", FROM_IMAGE)
+def test_image2image_and_inpainting_from_a_latent_equal_diffusers_own_pipe(server, info, case):
+    # the starting image: a LATENT with content (diffusers' own text2image result on the folder, in ComfyUI's VAE
+    # latent space, as VAE Encode gives one); inpainting: its left half repainted (ComfyUI's Set Latent Noise Mask)
+    family, steps, loop = FROM_IMAGE[case]
+    spec = FAMILIES[family]
+    g = Graph()
+    image = g.node("MLTest_DiffusersLatents", folder=spec["folder"], prompt="a dog", negative_prompt="", steps=2,
+                   seed=5, height=SIZE, width=SIZE)
+    latent, mask = image, None
+    if case.endswith("inpainting"):
+        half = g.node("SolidMask", value=1.0, width=SIZE // 2, height=SIZE)
+        mask = g.node("MaskComposite", destination=g.node("SolidMask", value=0.0, width=SIZE, height=SIZE),
+                      source=half, x=0, y=0, operation="add")
+        latent = g.node("SetLatentNoiseMask", samples=image, mask=mask)
+    steps = [(name, {**inputs, **({"num_inference_steps": FROM_IMAGE_STEPS, "strength": STRENGTH}
+                                  if "SetTimesteps" in name else {})}) for name, inputs in steps]
+    chain = Bridged(info, g, family=family, latent=latent, steps=steps, loop=loop)
+    ref = g.node("MLTest_DiffusersLatents", folder=spec["folder"], prompt=PROMPT, negative_prompt=NEGATIVE,
+                 steps=FROM_IMAGE_STEPS, seed=SEED, height=SIZE, width=SIZE, image_latents=image,
+                 call=json.dumps({"strength": STRENGTH}), **({"mask": mask} if mask is not None else {}))
+    diff, moved = chain.compare(chain.latent, ref), chain.compare(chain.latent, image)
+    got, changed = result(server, g, diff, moved)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed  # it did not just hand the image back
+    REPORT.append(f"bridge {case} (strength {STRENGTH}): vs diffusers pipe() with the same image_latents "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g})")
+
+
 @pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0), ("flux", 1.0)])
 def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info, family, cfg):
     # the same MODEL, conditioning, sigmas and starting latent: SamplerCustomAdvanced with euler and a CFGGuider at
@@ -245,11 +295,11 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
     assert seen["sample_sigmas"] == STEPS + 1, seen
 
 
-@pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "encoded_latent",
+@pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "sd3_noise_mask",
                                   "folder_pipeline", "layer_hook_guider"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
-    chain = Bridged(info, g)
+    chain = Bridged(info, g, family="sd3" if case.startswith("sd3") else "sdxl")
     chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_MaxAbsDiff", a=chain.latent, b=chain.latent))
     expect = {}
     if case == "sd15_model":
@@ -266,10 +316,12 @@ def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     elif case == "latent_channels":
         chain.to_state.set(latent=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE, batch_size=1))
         expect = {"node": chain.to_state, "text": ["'latent'", "16 channels", "4"]}
-    elif case == "encoded_latent":
-        chain.to_state.set(latent=g.node("MLTest_DiffusersLatents", folder=TINY_SDXL_COMFY, prompt=PROMPT,
-                                         negative_prompt=NEGATIVE, steps=1, seed=SEED, height=SIZE, width=SIZE))
-        expect = {"node": chain.to_state, "text": ["'latent'", "with content", "Empty Latent Image"]}
+    elif case == "sd3_noise_mask":  # diffusers' SD3 blocks have no inpainting workflow
+        masked = g.node("SetLatentNoiseMask", samples=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE,
+                                                             batch_size=1),
+                        mask=g.node("SolidMask", value=1.0, width=SIZE, height=SIZE))
+        chain.to_state.set(latent=masked)
+        expect = {"node": chain.to_state, "text": ["'latent'", "noise mask", "no inpainting workflow", "image2image"]}
     elif case == "layer_hook_guider":  # perturbed attention hooks diffusers' attention layers: none behind the bridge
         cls = "ModularGuider_PerturbedAttentionGuidance"
         chain.loop.set(guider=g.node(cls, **widgets(info, cls, perturbed_guidance_layers="[1]")))

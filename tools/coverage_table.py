@@ -36,16 +36,18 @@ def cell(entry) -> str:
 # modular.pipelines.bridge.FAMILIES (checked by tests/test_core_bridge.py against this table).
 BRIDGE = [
     ("StableDiffusionXL", "SDXL", "bridged: eps or v prediction on a discrete schedule; the steps and loop with any "
-                                  "guider that does not patch diffusers' UNet modules (host tier: == pipe(), with a "
-                                  "LoRA, with APG, made v-prediction by ModelSamplingDiscrete, == "
-                                  "SamplerCustomAdvanced euler)"),
+                                  "guider that does not patch diffusers' UNet modules; text2image, image2image and "
+                                  "inpainting from a LATENT (host tier: == pipe(), with a LoRA, with APG, made "
+                                  "v-prediction by ModelSamplingDiscrete, from VAE latents with and without a noise "
+                                  "mask, == SamplerCustomAdvanced euler)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
-                                "that does not patch diffusers' transformer modules (host tier: == pipe(), with APG, "
-                                "== SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model)"),
+                                "that does not patch diffusers' transformer modules; text2image and image2image "
+                                "(host tier: == pipe(), with APG, from VAE latents, == SamplerCustomAdvanced euler; "
+                                "the MODEL from Load Diffusion Model)"),
     ("Flux", "Flux", "bridged: Flux.1 dev / schnell: flow matching with the MODEL's (exponential) shift, the packed "
-                     "latents unpacked for ComfyUI's network, Flux Guidance's value as guidance_scale (host tier: "
-                     "== pipe(), == SamplerCustomAdvanced euler; the MODEL from Load Diffusion Model + "
-                     "ModelSamplingFlux)"),
+                     "latents unpacked for ComfyUI's network, Flux Guidance's value as guidance_scale; text2image "
+                     "and image2image (host tier: == pipe(), from VAE latents, == SamplerCustomAdvanced euler; the "
+                     "MODEL from Load Diffusion Model + ModelSamplingFlux)"),
     ("Flux2", "Flux2", "not yet"),
     ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),

@@ -109,6 +109,11 @@ def model_family(model, label: str) -> bridge.Family:
         raise ConfigError(f"{label}: a {type(base).__name__} model with {model_type} prediction on "
                           f"{type(sampling).__name__}: only {' / '.join(types_)} on a {kind} schedule is bridged for "
                           f"{family.name}")
+    channels, latent = base.model_config.unet_config.get("in_channels"), base.latent_format.latent_channels
+    if channels != latent:
+        raise ConfigError(f"{label}: a {type(base).__name__} model taking {channels} input channels for latents of "
+                          f"{latent} (an inpainting or other conditioned model: it takes the image beside the "
+                          f"latents); only the base model is bridged")
     return family
 
 
@@ -217,7 +222,9 @@ class ConditioningToState:
     DESCRIPTION = ("CLIP Text Encode's CONDITIONING (positive, and negative for guidance) as the text embeddings a "
                    "bridged pipeline's steps read (SDXL: prompt_embeds and pooled_prompt_embeds, and the negative "
                    "ones), with an Empty Latent Image's size and batch as the call's height, width and images per "
-                   "prompt. Areas, masks, ControlNets and timestep ranges on the conditioning are refused.")
+                   "prompt; a LATENT with content (VAE Encode's) as the image2image steps' image_latents, and its noise mask as "
+                   "the inpainting steps' mask. Areas, masks, ControlNets and timestep ranges on the conditioning are "
+                   "refused.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (STATE_TYPE,)
     RETURN_NAMES = ("state",)
@@ -229,8 +236,10 @@ class ConditioningToState:
                              "positive": ("CONDITIONING",)},
                 "optional": {"negative": ("CONDITIONING", {"tooltip": "For guidance (CFG and the other guiders "
                                                                        "that need an unconditional prediction)."}),
-                             "latent": ("LATENT", {"tooltip": "An Empty Latent Image: its size gives height and "
-                                                              "width, its batch the images per prompt."}),
+                             "latent": ("LATENT", {"tooltip": "Its size gives height and width, its batch the images "
+                                                              "per prompt; VAE Encode's gives the image_latents of "
+                                                              "diffusers' image2image steps, its noise mask the mask "
+                                                              "of its inpainting steps."}),
                              "state": (STATE_TYPE, {"tooltip": "A state to add them to."})}}
 
     def convert(self, pipeline, positive, negative=None, latent=None, state=None):
@@ -251,7 +260,16 @@ class ConditioningToState:
 
 
 def latent_values(latent, prompts: int, config, pipeline) -> dict:
-    """An Empty Latent Image as the call's height, width and images per prompt; a LATENT it cannot take is refused."""
+    """A LATENT as the call's height, width and images per prompt; one with content (VAE Encode's) also as the
+    `image_latents` diffusers' image2image steps start from (in the model's latent space: its own
+    `process_latent_in`), and its noise mask (Set Latent Noise Mask, VAE Encode (for Inpainting)) as the `mask` of
+    its inpainting steps (1: repaint), resized to the latents by ComfyUI's own `reshape_mask`, as KSampler does.
+    A LATENT it cannot take is refused."""
+    import comfy.utils
+
+    from ...modular.core import compat
+    from ...modular.pipelines.latents import from_host_latent
+
     samples = latent.get("samples") if isinstance(latent, dict) else None
     where = f"{TO_STATE}: 'latent'"
     if samples is None or samples.ndim != 4:
@@ -259,16 +277,24 @@ def latent_values(latent, prompts: int, config, pipeline) -> dict:
     channels = config.get("latent_channels", config["in_channels"])
     if samples.shape[1] != channels:
         raise ConfigError(f"{where}: {samples.shape[1]} channels, but this model's latents have {channels}: use "
-                          f"the empty latent of this model's latent space (Empty Latent Image, Empty SD3 Latent Image)")
-    if "noise_mask" in latent or bool(samples.abs().max() > 0):
-        raise ConfigError(f"{where}: a LATENT with content (VAE Encode's, or with a noise mask): diffusers' "
-                          f"text2image loop starts from noise, and image2image / inpainting from a LATENT are not "
-                          f"bridged yet; connect an Empty Latent Image")
+                          f"this model's latent space (its VAE's VAE Encode; Empty Latent Image / Empty SD3 Latent "
+                          f"Image)")
     if samples.shape[0] % prompts:
         raise ConfigError(f"{where}: a batch of {samples.shape[0]} for {prompts} prompt(s)")
     factor = pipeline.vae_scale_factor
-    return {"height": samples.shape[2] * factor, "width": samples.shape[3] * factor,
-            "num_images_per_prompt": samples.shape[0] // prompts}
+    values = {"height": samples.shape[2] * factor, "width": samples.shape[3] * factor,
+              "num_images_per_prompt": samples.shape[0] // prompts}
+    mask = latent.get("noise_mask")
+    if mask is None and not bool(samples.abs().max() > 0):
+        return values  # an empty latent: text2image
+    if mask is not None and "inpainting" not in compat.workflow_names(pipeline.blocks):
+        raise ConfigError(f"{where}: a LATENT with a noise mask (inpainting), but diffusers' "
+                          f"{type(pipeline.blocks).__name__} has no inpainting workflow (it has "
+                          f"{', '.join(compat.workflow_names(pipeline.blocks))}); remove Set Latent Noise Mask")
+    values["image_latents"] = from_host_latent(pipeline, samples)
+    if mask is not None:
+        values["mask"] = comfy.utils.reshape_mask(mask.float(), (samples.shape[0], 1, *samples.shape[2:]))
+    return values
 
 
 NODES = {"ModularPipelineFromModel": (PipelineFromModel, FROM_MODEL),
