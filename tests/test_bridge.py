@@ -65,7 +65,7 @@ class Bridged:
     family's steps -> its denoise loop -> State To LATENT."""
 
     def __init__(self, info, graph=None, model=None, guider=None, blocks=(), loop=None, negative=True, family="sdxl",
-                 latent=None, steps=None):
+                 latent=None, steps=None, cond=None):
         g = self.graph = graph or Graph()
         self.info, self.spec = info, FAMILIES[family]
         cls, inputs = self.spec["model"]
@@ -74,12 +74,13 @@ class Bridged:
             cls, inputs = self.spec["sampling"]
             self.model = g.node(cls, model=self.model, **inputs)
         self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
-        self.cond = g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
-                           negative_prompt=NEGATIVE)
+        self.cond = cond or g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
+                                   negative_prompt=NEGATIVE)
+        positive, unconditional = (self.cond.out(0), self.cond.out(1)) if cond is None else cond
         latent = latent or g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
         negative = negative and self.spec.get("negative", True)
-        state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=self.cond.out(0),
-                                       latent=latent, **({"negative": self.cond.out(1)} if negative else {}))
+        state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=positive,
+                                       latent=latent, **({"negative": unconditional} if negative else {}))
         self.steps = {}
         for name, inputs in steps or self.spec["steps"]:
             state = self.steps[name] = self.step(name, state=state, **inputs)
@@ -247,6 +248,52 @@ def test_image2image_and_inpainting_from_a_latent_equal_diffusers_own_pipe(serve
                   f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g})")
 
 
+@pytest.mark.parametrize("workflow", ["text2image", "image2image", "inpainting"])
+def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(server, info, workflow):
+    # Load Checkpoint's MODEL, CLIP and VAE -> Diffusers Pipeline From MODEL -> the family's workflow node -> an
+    # image, == the same loop wired from ComfyUI's own nodes: CLIP Text Encode x 2, (Load Image -> VAE Encode (->
+    # Set Latent Noise Mask)), CONDITIONING To State, the family's steps and loop, VAE Decode. The tiny checkpoint's
+    # CLIP and VAE are ComfyUI's own SDXL CLIP and AutoencoderKL classes.
+    g = Graph()
+    checkpoint = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+    pipeline = g.node("ModularPipelineFromModel", model=checkpoint.out(0), clip=checkpoint.out(1),
+                      vae=checkpoint.out(2))
+    cls = "ModularWorkflow_StableDiffusionXLAutoBlocks"
+    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": FROM_IMAGE_STEPS,
+            "generator": SEED, "height": SIZE, "width": SIZE, "output_type": "pt",
+            **({"strength": STRENGTH} if workflow != "text2image"
+                                                                 else {})}
+    node = g.node(cls, **widgets(info, cls, workflow=workflow, **call), pipeline=pipeline)
+    image = g.node("ImageScale", image=g.node("LoadImage", image="example.png"), upscale_method="nearest-exact",
+                   width=SIZE, height=SIZE, crop="center")
+    mask = g.node("MaskComposite", destination=g.node("SolidMask", value=0.0, width=SIZE, height=SIZE),
+                  source=g.node("SolidMask", value=1.0, width=SIZE // 2, height=SIZE), x=0, y=0, operation="add")
+    latent = None
+    if workflow != "text2image":
+        node.set(image=image)
+        latent = g.node("VAEEncode", pixels=image, vae=checkpoint.out(2))
+    if workflow == "inpainting":
+        node.set(mask_image=mask)
+        latent = g.node("SetLatentNoiseMask", samples=latent, mask=mask)
+    encode = [g.node("CLIPTextEncode", clip=checkpoint.out(1), text=text) for text in (PROMPT, NEGATIVE)]
+    steps = (FAMILIES["sdxl"]["steps"] if workflow == "text2image" else FROM_IMAGE[f"sdxl_{workflow}"][1])
+    steps = [(name, {**inputs, "num_inference_steps": FROM_IMAGE_STEPS,
+                     **({"strength": STRENGTH} if workflow != "text2image" else {})} if "SetTimesteps" in name
+              else inputs) for name, inputs in steps]
+    loop = None if workflow != "inpainting" else FROM_IMAGE["sdxl_inpainting"][2]
+    wired = Bridged(info, g, model=checkpoint.out(0), cond=(encode[0], encode[1]), latent=latent, steps=steps, loop=loop)
+    decoded = g.node("VAEDecode", samples=wired.latent, vae=checkpoint.out(2))
+    out = g.node("ModularStateToImage", state=node, key="images")
+    diff = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=out.out(0), b=decoded))
+    source = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=out.out(0), b=image))
+    got, moved = result(server, g, diff, source)
+    assert got["finite"] and got["shape"] == [1, SIZE, SIZE, 3], got
+    assert got["max_abs_diff"] <= 1e-5, got
+    assert got["std_a"] > 1e-3 and moved["max_abs_diff"] > 1e-2, (got, moved)  # a picture, not the input
+    REPORT.append(f"bridge SDXL workflow node {workflow} on the checkpoint's MODEL / CLIP / VAE vs the same wired "
+                  f"from ComfyUI's nodes: images max|diff| {got['max_abs_diff']:.3g}")
+
+
 @pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0), ("flux", 1.0)])
 def test_the_bridged_loop_with_diffusers_euler_agrees_with_comfyuis_euler_sampler(server, info, family, cfg):
     # the same MODEL, conditioning, sigmas and starting latent: SamplerCustomAdvanced with euler and a CFGGuider at
@@ -296,7 +343,7 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
 
 
 @pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "sd3_noise_mask",
-                                  "folder_pipeline", "layer_hook_guider"])
+                                  "folder_pipeline", "layer_hook_guider", "vae_channels", "clip_skip"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
     chain = Bridged(info, g, family="sd3" if case.startswith("sd3") else "sdxl")
@@ -327,6 +374,17 @@ def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
         chain.loop.set(guider=g.node(cls, **widgets(info, cls, perturbed_guidance_layers="[1]")))
         expect = {"node": chain.loop, "text": ["the guider PerturbedAttentionGuidance works by hooking",
                                                "ClassifierFreeGuidance"]}
+    elif case == "vae_channels":  # an SD3 / Flux VAE (16 latent channels) for an SDXL MODEL
+        chain.pipeline.set(vae=g.node("MLTest_TinyVAE", latent_channels=16))
+        expect = {"node": chain.pipeline, "text": ["'vae'", "16 channels", "have 4", "this checkpoint's VAE"]}
+    elif case == "clip_skip":  # diffusers' clip_skip: on a ComfyUI CLIP it is CLIP Set Last Layer's
+        checkpoint = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
+        pipeline = g.node("ModularPipelineFromModel", model=checkpoint.out(0), clip=checkpoint.out(1))
+        cls = "ModularWorkflow_StableDiffusionXLAutoBlocks"
+        node = g.node(cls, **widgets(info, cls, workflow="text2image", prompt=PROMPT, num_inference_steps=2,
+                                     height=SIZE, width=SIZE, more=json.dumps({"clip_skip": 2})), pipeline=pipeline)
+        g.node("PreviewAny", source=g.node("ModularStateToLatent", state=node, pipeline=pipeline))
+        expect = {"node": node, "text": ["StableDiffusionXLTextEncoderStep", "clip_skip 2", "CLIP Set Last Layer"]}
     elif case == "folder_pipeline":
         folder = g.node("ModularDiffusersLoader", folder=TINY_SDXL_COMFY, dtype="float32")
         chain.to_state.set(pipeline=folder)

@@ -111,6 +111,22 @@ def bridge_sdxl(info, lora=False, loop_blocks=False):
     return decoded_and_saved(g, loop, pipe, ckpt.out(2), "modular_loops_bridge_sdxl")
 
 
+def bridge_sdxl_workflow(info):
+    """diffusers' SDXL workflow node on Load Checkpoint's MODEL, CLIP and VAE: Load Checkpoint -> Diffusers Pipeline
+    From MODEL -> the workflow node (text2image; image2image / inpainting with a Load Image) -> State To Image ->
+    Save Image: nothing else to wire."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=SDXL_CKPT)
+    pipe = g.node("ModularPipelineFromModel", model=ckpt.out(0), clip=ckpt.out(1), vae=ckpt.out(2))
+    cls = "ModularWorkflow_StableDiffusionXLAutoBlocks"
+    node = g.node(cls, **{**defaults(info, cls), "workflow": "text2image", "prompt": PROMPT, "negative_prompt": NEGATIVE,
+                          "num_inference_steps": 30, "height": 1024, "width": 1024, "generator": 0,
+                          "output_type": "pt"}, pipeline=pipe)
+    image = g.node("ModularStateToImage", state=node, key="images")
+    g.node("SaveImage", images=image, filename_prefix="modular_loops_bridge_sdxl_workflow")
+    return g
+
+
 SD3_CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 
 
@@ -202,9 +218,11 @@ def resume_from_file(info):
 BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "ModelSamplingFlux": 0, "CLIPTextEncode": 1,
                   "FluxGuidance": 1, "EmptyLatentImage": 1, "EmptySD3LatentImage": 1,
                   "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
-                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
+                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6,
+                  "ModularWorkflow_": 3, "ModularStateToImage": 5}
 BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
-BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200}
+BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200,
+                 "ModularWorkflow_": 600}
 
 
 def bridge_layout(g):
@@ -376,6 +394,7 @@ EXAMPLES = {
     "bridge_sdxl_apg": lambda info: bridge_sdxl(info),
     "bridge_sdxl_lora_apg": lambda info: bridge_sdxl(info, lora=True),
     "bridge_sdxl_loop_blocks": lambda info: bridge_sdxl(info, loop_blocks=True),
+    "bridge_sdxl_workflow": bridge_sdxl_workflow,
     "bridge_sd3_apg": bridge_sd3,
     "bridge_flux": bridge_flux,
     "denoise_stop_and_save": stop_and_save,

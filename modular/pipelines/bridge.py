@@ -41,6 +41,26 @@ class HostModel(Protocol):
         unconditional one (the host's patches see it so)."""
 
 
+class HostText(Protocol):
+    """The host's text encoder (ComfyUI's CLIP), for a bridged pipeline's text encoder step."""
+
+    def encode(self, texts: dict):
+        """The host's conditioning for one prompt: `texts` = {the text encoder's part (its tokenizer key, e.g. "l",
+        "g", "t5xxl"): the text for it; "": the text for the rest}."""
+
+
+class HostVae(Protocol):
+    """The host's VAE (ComfyUI's), as a bridged pipeline's `vae`."""
+
+    latent_channels: int
+
+    def encode(self, images):
+        """Images in diffusers' layout ([B, 3, H, W] in [-1, 1]) -> the VAE's latents (unscaled)."""
+
+    def decode(self, latents):
+        """The VAE's latents (unscaled) -> images in diffusers' layout ([B, 3, H, W] in [-1, 1])."""
+
+
 @dataclass(frozen=True)
 class Call:
     """One denoiser call of diffusers', in the family's own argument names, reduced to what converts."""
@@ -70,6 +90,7 @@ class Family:
     exponential_shift: bool = False  # flow: the host's shift is mu of exp(mu) / (exp(mu) + 1 / sigma - 1) (Flux)
     pooled: bool = True  # the conditioning carries a pooled vector
     options: dict = field(default_factory=dict)  # the host's conditioning options -> state values (Flux: guidance)
+    prompts: dict = field(default_factory=dict)  # diffusers' prompt inputs -> the host text encoder's part for each
 
 
 def _argument(args, kwargs, index, name):
@@ -137,14 +158,17 @@ def _flux_call(args, kwargs, scale_factor: int) -> Call:
 FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
-           _sdxl_call, {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"}),
+           _sdxl_call, {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"},
+           prompts={"prompt": "l", "prompt_2": "g"}),
     # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
     Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
-           "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True),
+           "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True,
+           prompts={"prompt": "l", "prompt_2": "g", "prompt_3": "t5xxl"}),
     # Flux: flow-matching Euler with the host's exponential shift; the conditioning's guidance (Flux Guidance) is
     # diffusers' guidance_scale
     Family("Flux", "FluxAutoBlocks", "transformer", ("Flux",), "FlowMatchEulerDiscreteScheduler", _flux_call,
-           flow=True, timestep_scale=1.0, exponential_shift=True, options={"guidance": "guidance_scale"}),
+           flow=True, timestep_scale=1.0, exponential_shift=True, options={"guidance": "guidance_scale"},
+           prompts={"prompt": "l", "prompt_2": "t5xxl"}),
 )
 
 
@@ -242,6 +266,144 @@ def is_bridged(module) -> bool:
 
 def bridged_denoisers(pipeline) -> list:
     return [m for name in ("unet", "transformer") if is_bridged(m := getattr(pipeline, name, None))]
+
+
+def make_vae(host: HostVae, scaling_factor: float, shift_factor: float | None, downscale: int = 8):
+    """The host's VAE with the interface diffusers' encode and decode steps use (`encode(x).latents`: the host's
+    deterministic latents, as its VAE Encode gives them; `decode(z).sample`), and the config they read (the host
+    model's latent scaling and shift, so diffusers' steps scale as the host's latent format does)."""
+    import torch
+    from diffusers.configuration_utils import FrozenDict
+
+    levels = int(math.log2(downscale)) + 1  # diffusers: vae_scale_factor = 2 ** (len(block_out_channels) - 1)
+    config = {"scaling_factor": scaling_factor, "shift_factor": shift_factor, "latents_mean": None,
+              "latents_std": None, "force_upcast": False, "latent_channels": host.latent_channels,
+              "block_out_channels": [host.latent_channels] * levels}
+
+    class BridgedVae(torch.nn.Module):
+        HOST_MODEL = True
+
+        def __init__(self):
+            super().__init__()
+            self.config, self.host = FrozenDict(config), host
+
+        @property
+        def dtype(self):
+            return torch.float32
+
+        def encode(self, x, return_dict=True):
+            latents = host.encode(x)
+            return types.SimpleNamespace(latents=latents) if return_dict else (latents,)
+
+        def decode(self, z, return_dict=True, generator=None):
+            images = host.decode(z)
+            return types.SimpleNamespace(sample=images) if return_dict else (images,)
+
+    return BridgedVae()
+
+
+HOST_TEXT = "_modular_loops_host_text"  # a bridged pipeline's host text encoder (`HostText`), when given one
+
+
+def context_width(config) -> int:
+    """The text embedding width a bridged denoiser takes."""
+    return config.get("joint_attention_dim") or config["cross_attention_dim"]
+
+
+def pooled_width(config) -> int | None:
+    """The pooled vector width a bridged denoiser takes (SDXL: its added embedding minus the six size ids)."""
+    if "addition_time_embed_dim" in config:
+        return config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+    return config.get("pooled_projection_dim")
+
+
+def stand_in(block, components):
+    """The block a run on `components` runs for `block`: a bridged pipeline with the host's text encoder runs the
+    family's text encoder step (the one that needs diffusers' `text_encoder`) as `host_text_step` of it."""
+    pipeline = getattr(components, "_pipeline", components)
+    if getattr(pipeline, HOST_TEXT, None) is None or "text_encoder" not in {c.name for c in block.expected_components}:
+        return block
+    return host_text_step(block)
+
+
+def host_text_step(original):
+    """The family's text encoder step on the host's text encoder: the same prompt inputs and embeddings out
+    (diffusers' declarations, read from `original`), each prompt encoded by the host (its CLIP: tokenizer,
+    weights, LoRAs, CLIP Set Last Layer) into its conditioning, read as `conditioning_values` does. An empty
+    negative prompt is zeros where the family's step makes it so (SDXL's `force_zeros_for_empty_prompt`)."""
+    import torch
+    from diffusers.modular_pipelines import ModularPipelineBlocks
+
+    outputs = {o.name for o in original.intermediate_outputs}
+    negative = "negative_prompt_embeds" in outputs
+    zeros_config = any(c.name == "force_zeros_for_empty_prompt" for c in original.expected_configs)
+    where = type(original).__name__
+
+    class HostTextEncoderStep(ModularPipelineBlocks):
+        model_name = original.model_name
+
+        @property
+        def description(self):
+            return f"{where} on the host's text encoder (a bridged pipeline's CLIP)"
+
+        @property
+        def expected_components(self):
+            return []
+
+        @property
+        def expected_configs(self):
+            return list(original.expected_configs)
+
+        @property
+        def inputs(self):
+            return [p for p in original.inputs if p.name and (p.name.removeprefix("negative_") in PROMPTS
+                                                              or p.name == "clip_skip")]
+
+        @property
+        def intermediate_outputs(self):
+            return list(original.intermediate_outputs)
+
+        @torch.no_grad()
+        def __call__(self, components, state):
+            block_state = self.get_block_state(state)
+            if getattr(block_state, "clip_skip", None) is not None:
+                raise ConfigError(f"{where}: clip_skip {block_state.clip_skip} on a bridged pipeline: set it on "
+                                  f"the CLIP with CLIP Set Last Layer")
+            denoiser = bridged_denoisers(components)[0]
+            family, config = denoiser.family, denoiser.config
+            host = getattr(components, HOST_TEXT)
+            positive = host.encode(prompt_texts(family, block_state, ""))
+            zero = negative and (zeros_config and getattr(block_state, "negative_prompt", None) is None
+                                 and components.config.force_zeros_for_empty_prompt)
+            unconditional = (host.encode(prompt_texts(family, block_state, "negative_"))
+                             if negative and not zero else None)
+            values = conditioning_values(family, positive, unconditional, context_width(config),
+                                         pooled_width(config), f"{where} (the host's text encoder)")
+            if zero:
+                values["negative_prompt_embeds"] = torch.zeros_like(values["prompt_embeds"])
+                if family.pooled:
+                    values["negative_pooled_prompt_embeds"] = torch.zeros_like(values["pooled_prompt_embeds"])
+            for name, value in values.items():
+                if name in outputs:
+                    setattr(block_state, name, value)
+            self.set_block_state(state, block_state)
+            return components, state
+
+    return HostTextEncoderStep()
+
+
+PROMPTS = ("prompt", "prompt_2", "prompt_3")
+
+
+def prompt_texts(family: Family, block_state, prefix: str) -> dict:
+    """{the host text encoder's part: text} for one prompt of the call (`prefix` "negative_" for the negative one):
+    diffusers' rule, `prompt_N` defaults to `prompt` (and a missing negative prompt is "")."""
+    main = getattr(block_state, f"{prefix}prompt", None) or ""
+    texts = {"": main}
+    for name, part in family.prompts.items():
+        text = getattr(block_state, f"{prefix}{name}", None) if name != "prompt" else main
+        texts[part] = text if text else main
+    return texts
 
 
 def check_guider(guider, pipeline, label: str):

@@ -167,6 +167,7 @@ def run_step(block_cls, values: dict, state=None, components=None, node=None, la
     workflow's chain holds it (diffusers configures some steps: Flux Kontext's VAE encoder samples by `argmax`)."""
     block = block_cls() if isinstance(block_cls, type) else block_cls
     label = label or node_where(type(block).__name__, node)
+    block = bridge.stand_in(block, components)
     seeded, notes = seed_state(block, [ValueSource(f"the step {label}", block.inputs, dict(values), node)],
                                initial=state, loop_label=label)
     if hasattr(components, "bind_state"):

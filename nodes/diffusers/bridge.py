@@ -148,21 +148,42 @@ def flux_config(base) -> dict:
 DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config}
 
 
-def context_width(family, config) -> int:
-    """The text embedding width the denoiser takes."""
-    return config.get("joint_attention_dim") or config["cross_attention_dim"]
+class ComfyText:
+    """`bridge.HostText` on a ComfyUI CLIP: each part of the prompt tokenized by its own tokenizer (as CLIP Text
+    Encode SDXL / SD3 / Flux do for their separate texts), encoded by `encode_from_tokens_scheduled` (its LoRAs,
+    hooks and CLIP Set Last Layer apply)."""
+
+    def __init__(self, clip):
+        self.clip = clip
+
+    def encode(self, texts):
+        tokens = self.clip.tokenize(texts[""])
+        for part, text in texts.items():
+            if part and part in tokens and text != texts[""]:
+                tokens[part] = self.clip.tokenize(text)[part]
+        return self.clip.encode_from_tokens_scheduled(tokens)
 
 
-def pooled_width(family, config) -> int | None:
-    """The pooled vector width the denoiser takes (SDXL: its added embedding minus the six size ids)."""
-    if family.name == "StableDiffusionXL":
-        return config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
-    return config.get("pooled_projection_dim")
+class ComfyVae:
+    """`bridge.HostVae` on a ComfyUI VAE: its own encode and decode (tiling, model management), images converted
+    between diffusers' layout ([B, 3, H, W] in [-1, 1]) and ComfyUI's IMAGE ([B, H, W, 3] in [0, 1])."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.latent_channels = vae.latent_channels
+
+    def encode(self, images):
+        return self.vae.encode(((images.float() + 1.0) / 2.0).movedim(1, -1)).to(images.device)
+
+    def decode(self, latents):
+        return (self.vae.decode(latents).movedim(-1, 1) * 2.0 - 1.0).to(latents.device)
 
 
-def bridged_pipeline(model, label: str = FROM_MODEL):
+def bridged_pipeline(model, label: str = FROM_MODEL, clip=None, vae=None):
     """The family's diffusers modular pipeline with `model` (a ComfyUI MODEL) as its denoiser and the family's
-    scheduler on the model's own schedule; its LATENTs convert with the model's latent format."""
+    scheduler on the model's own schedule; its LATENTs convert with the model's latent format. With a `clip`, the
+    family's text encoder step runs on it; with a `vae`, that VAE is the pipeline's (its latent channels must be the
+    model's)."""
     import diffusers
 
     family = model_family(model, label)
@@ -174,8 +195,20 @@ def bridged_pipeline(model, label: str = FROM_MODEL):
     sampling = host.model_sampling
     scheduler = (bridge.scheduler_for(family, shift=float(sampling.shift)) if family.flow else
                  bridge.scheduler_for(family, sampling.sigmas.detach().cpu()))
-    pipeline.update_components(**{family.denoiser: denoiser}, scheduler=scheduler)
+    components = {family.denoiser: denoiser, "scheduler": scheduler}
+    latent_format = base.latent_format
+    if vae is not None:
+        channels = getattr(vae, "latent_channels", None)
+        if channels != latent_format.latent_channels:
+            raise ConfigError(f"{label}: 'vae' gives latents of {channels} channels, but this {type(base).__name__} "
+                              f"model's have {latent_format.latent_channels}: connect this checkpoint's VAE")
+        components["vae"] = bridge.make_vae(ComfyVae(vae), float(latent_format.scale_factor),
+                                            getattr(latent_format, "shift_factor", None),
+                                            int(getattr(vae, "downscale_ratio", 8)))
+    pipeline.update_components(**components)
     setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out, from_host=base.process_latent_in))
+    if clip is not None:
+        setattr(pipeline, bridge.HOST_TEXT, ComfyText(clip))
     return pipeline
 
 
@@ -212,10 +245,16 @@ class PipelineFromModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL", {"tooltip": "The model to run diffusers' loop on (Load Checkpoint's, "
-                                                            "after any LoRA Loader or model patch)."})}}
+                                                            "after any LoRA Loader or model patch)."})},
+                "optional": {"clip": ("CLIP", {"tooltip": "Its CLIP (Load Checkpoint's, after any LoRA Loader): the "
+                                                          "family's text encoder step, and so its workflow node, "
+                                                          "encode prompts with it."}),
+                             "vae": ("VAE", {"tooltip": "Its VAE (Load Checkpoint's): the family's VAE encoder and "
+                                                        "decode steps, and so its workflow node, use it (images in, "
+                                                        "images out)."})}}
 
-    def make(self, model):
-        return (bridged_pipeline(model),)
+    def make(self, model, clip=None, vae=None):
+        return (bridged_pipeline(model, clip=clip, vae=vae),)
 
 
 class ConditioningToState:
@@ -249,8 +288,8 @@ class ConditioningToState:
                               f"ComfyUI MODEL); a diffusers folder's pipeline encodes prompts with its text encoder step")
         denoiser = denoisers[0]
         family, config = denoiser.family, denoiser.config
-        values = bridge.conditioning_values(family, positive, negative, context_width(family, config),
-                                            pooled_width(family, config), TO_STATE)
+        values = bridge.conditioning_values(family, positive, negative, bridge.context_width(config),
+                                            bridge.pooled_width(config), TO_STATE)
         if latent is not None:
             values.update(latent_values(latent, values["prompt_embeds"].shape[0], config, pipeline))
         new = copy_state(state)
