@@ -237,3 +237,87 @@ def test_a_guider_that_hooks_the_denoisers_layers_is_refused_on_a_bridged_pipeli
     for guider in (ClassifierFreeGuidance(), AdaptiveProjectedGuidance()):
         bridge.check_guider(guider, pipeline, "loop node 7")
     bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), type("Folder", (), {})(), "loop")  # a diffusers folder's: fine
+
+
+class FakeText:
+    """A host text encoder: each prompt's conditioning from its texts (SDXL's widths: 64 tokens, a 32 pooled)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def encode(self, texts):
+        self.seen.append(dict(texts))
+        value = float(len(texts[""]) + 10 * len(texts.get("g", "")))
+        return [[torch.full((1, 5, 64), value), {"pooled_output": torch.full((1, 32), value)}]]
+
+
+def sdxl_components(text=None):
+    """A bridged SDXL pipeline's components, as the run sees them: the denoiser, the pipeline's config, its host
+    text encoder (when given one)."""
+    import types
+
+    components = types.SimpleNamespace(unet=sdxl_denoiser(FakeHost()),
+                                       config=types.SimpleNamespace(force_zeros_for_empty_prompt=True))
+    if text is not None:
+        setattr(components, bridge.HOST_TEXT, text)
+    return components
+
+
+def run_text_step(components, **values):
+    from diffusers.modular_pipelines import PipelineState
+    from diffusers.modular_pipelines.stable_diffusion_xl.encoders import StableDiffusionXLTextEncoderStep
+
+    step = bridge.stand_in(StableDiffusionXLTextEncoderStep(), components)
+    state = PipelineState()
+    for name, value in values.items():
+        state.set(name, value)
+    return step, step(components, state)[1]
+
+
+def test_the_text_encoder_step_runs_on_the_host_text_encoder_with_diffusers_declarations():
+    from diffusers.modular_pipelines.stable_diffusion_xl.encoders import StableDiffusionXLTextEncoderStep
+
+    original = StableDiffusionXLTextEncoderStep()
+    assert bridge.stand_in(original, sdxl_components()) is original  # no host text encoder: diffusers' own step
+    text = FakeText()
+    step, state = run_text_step(sdxl_components(text), prompt="a cat", prompt_2="a dog", negative_prompt="blurry")
+    assert {p.name for p in step.inputs} == {"prompt", "prompt_2", "negative_prompt", "negative_prompt_2", "clip_skip"}
+    assert [o.name for o in step.intermediate_outputs] == [o.name for o in original.intermediate_outputs]
+    assert step.expected_components == []  # nothing of diffusers' to load
+    # prompt -> CLIP-L, prompt_2 -> CLIP-G (diffusers' rule: prompt_2 defaults to prompt)
+    assert text.seen == [{"": "a cat", "l": "a cat", "g": "a dog"}, {"": "blurry", "l": "blurry", "g": "blurry"}]
+    assert state.get("prompt_embeds").shape == (1, 5, 64) and state.get("pooled_prompt_embeds").shape == (1, 32)
+    assert float(state.get("negative_prompt_embeds")[0, 0, 0]) == len("blurry") * 11
+
+
+def test_an_empty_negative_prompt_is_zeros_where_diffusers_sdxl_makes_it_so():
+    _, state = run_text_step(sdxl_components(FakeText()), prompt="a cat")
+    assert not state.get("negative_prompt_embeds").any() and not state.get("negative_pooled_prompt_embeds").any()
+    assert state.get("prompt_embeds").any()
+
+
+def test_clip_skip_on_a_bridged_clip_is_refused_naming_clip_set_last_layer():
+    with pytest.raises(ConfigError, match="CLIP Set Last Layer"):
+        run_text_step(sdxl_components(FakeText()), prompt="a cat", clip_skip=2)
+
+
+def test_the_host_vae_behind_diffusers_encode_and_decode_calls():
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import retrieve_latents
+
+    class FakeVae:
+        latent_channels = 4
+
+        def encode(self, images):
+            return images[:, :1].repeat(1, 4, 1, 1)[..., ::8, ::8] * 2
+
+        def decode(self, latents):
+            return latents[:, :3].repeat_interleave(8, -1).repeat_interleave(8, -2) / 2
+
+    vae = bridge.make_vae(FakeVae(), 0.13025, None)
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    latents = retrieve_latents(vae.encode(images), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(latents, images[:, :1].repeat(1, 4, 1, 1)[..., ::8, ::8] * 2)  # the host's, not sampled
+    assert torch.equal(vae.decode(latents, return_dict=False)[0], FakeVae().decode(latents))
+    assert vae.config.scaling_factor == 0.13025 and vae.config.latents_mean is None
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8  # diffusers' vae_scale_factor
+    assert bridge.is_bridged(vae)  # never loaded as a pipeline module

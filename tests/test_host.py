@@ -246,7 +246,7 @@ def test_example_workflows_are_templates_and_run(server):
         if name == "guide_loop":
             preview = next(n["id"] for n in workflow["nodes"] if n["type"] == "PreviewAny")
             assert result.text(preview) == "6"
-        elif name.startswith("diffusers_"):
+        elif any(n["class_type"] == "SaveImage" for n in prompt.values()):  # a workflow node's image, saved
             saved = [img for out in result.outputs.values() for img in out.get("images", [])]
             assert len(saved) == 1 and saved[0]["filename"].endswith(".png"), (name, result.outputs)
         else:
@@ -280,6 +280,7 @@ def with_test_models(prompt, state_file=None, picture=None):
     bridge = any(n["class_type"] == "ModularPipelineFromModel" for n in prompt.values())
     sd3 = any("StableDiffusion3" in n["class_type"] for n in prompt.values())
     flux = any(n["class_type"].startswith("ModularLoop_Flux") for n in prompt.values())
+    workflow_node = any(n["class_type"].startswith("ModularWorkflow_") for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
         if bridge and cls == "CheckpointLoaderSimple":  # diffusers' loop on a MODEL: the tiny ComfyUI SDXL / SD3
@@ -311,7 +312,7 @@ def with_test_models(prompt, state_file=None, picture=None):
             out[nid] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
         elif cls == "VAEDecode":
             out[nid] = {"class_type": "MLTest_MaxAbsDiff", "inputs": {"a": inputs["samples"], "b": inputs["samples"]}}
-        elif cls == "SaveImage" and not diffusers:  # (a diffusers example decodes with its own VAE: kept)
+        elif cls == "SaveImage" and not (diffusers or workflow_node):  # (a workflow node decodes itself: kept)
             out[nid] = {"class_type": "PreviewAny", "inputs": {"source": inputs["images"]}}
         elif cls != "LoadImage":
             out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}

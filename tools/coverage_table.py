@@ -37,9 +37,11 @@ def cell(entry) -> str:
 BRIDGE = [
     ("StableDiffusionXL", "SDXL", "bridged: eps or v prediction on a discrete schedule; the steps and loop with any "
                                   "guider that does not patch diffusers' UNet modules; text2image, image2image and "
-                                  "inpainting from a LATENT (host tier: == pipe(), with a LoRA, with APG, made "
+                                  "inpainting from a LATENT; the workflow node on the checkpoint's CLIP and VAE "
+                                  "(host tier: == pipe(), with a LoRA, with APG, made "
                                   "v-prediction by ModelSamplingDiscrete, from VAE latents with and without a noise "
-                                  "mask, == SamplerCustomAdvanced euler)"),
+                                  "mask, == SamplerCustomAdvanced euler; the workflow node == its wiring from "
+                                  "ComfyUI's nodes)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
                                 "that does not patch diffusers' transformer modules; text2image and image2image "
                                 "(host tier: == pipe(), with APG, from VAE latents, == SamplerCustomAdvanced euler; "
