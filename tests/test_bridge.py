@@ -112,7 +112,7 @@ class Bridged:
 
 def result(server, graph, *diffs):
     run = server.run(graph, timeout=600)
-    assert run.status == "success", run.error
+    assert run.status == "success", (run.error or {}).get("exception_message", run.error)
     return [json.loads(run.text(d)) for d in diffs]
 
 
@@ -138,7 +138,7 @@ def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, inf
     sdpa_diff = sdpa.against_diffusers()
     loaded = chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_LoadCalls", after=chain.latent))
     run = server.run(chain.graph, timeout=600)
-    assert run.status == "success", run.error
+    assert run.status == "success", (run.error or {}).get("exception_message", run.error)
     got, on_sdpa = json.loads(run.text(diff)), json.loads(run.text(sdpa_diff))
     assert got["shape"] == [1, FAMILIES[family]["channels"], SIZE // 8, SIZE // 8]
     assert got["std_a"] > 0.1  # not a constant
@@ -197,6 +197,32 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     got, changed = result(server, g, diff, effect)
     assert equal(got), got
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
+
+
+def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, info):
+    # diffusers' SkipLayerGuidance hooks whole transformer blocks of its model for its skip batch; behind the bridge
+    # its hooks land on stand-ins for the MODEL's blocks, and ComfyUI's MMDiT skips those (its "dit" block
+    # replacement, as ComfyUI's own Skip Layer Guidance nodes do): == pipe() with that guider on the folder
+    g = Graph()
+    params = {"guidance_scale": 5.0, "skip_layer_guidance_scale": 2.8, "skip_layer_guidance_start": 0.0,
+              "skip_layer_guidance_stop": 1.0}
+    cls = "ModularGuider_SkipLayerGuidance"
+    # (its layers as a LayerSkipConfig: diffusers 0.42's skip_layer_guidance_layers makes configs of one int each,
+    # which its own hook cannot take)
+    skip = {"indices": [0], "fqn": "auto"}
+    guider = g.node(cls, **widgets(info, cls, **params, skip_layer_config=json.dumps(skip)))
+    chain = Bridged(info, g, guider=guider, family="sd3")
+    diff = chain.against_diffusers(guider="SkipLayerGuidance",
+                                   guider_params=json.dumps({**params, "skip_layer_config": skip}))
+    cfg = g.node("ModularGuider_ClassifierFreeGuidance",
+                 **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=5.0))
+    plain = Bridged(info, g, guider=cfg, family="sd3")
+    effect = chain.compare(chain.latent, plain.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed  # the skipped block changed the result
+    REPORT.append(f"bridge sd3 + SkipLayerGuidance (block 0): vs diffusers pipe() with it {got['max_abs_diff']:.3g} "
+                  f"(|latent| max {got['max_abs_a']:.3g}); the skip's own effect {changed['max_abs_diff']:.3g}")
 
 
 # image2image / inpainting from a LATENT with content: the steps of diffusers' image2image (inpainting) chain, the
@@ -332,7 +358,7 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
     chain = Bridged(info, g, model=counted)
     calls = g.node("PreviewAny", source=g.node("MLTest_CountedCalls", key="bridge", after=chain.latent))
     run = server.run(g, timeout=600)
-    assert run.status == "success", run.error
+    assert run.status == "success", (run.error or {}).get("exception_message", run.error)
     seen = json.loads(run.text(calls))
     # CFG: a conditional and an unconditional call per step, each through every kind of wrapper and patch
     assert seen["model_function_wrapper"] == 2 * STEPS, seen

@@ -48,8 +48,8 @@ class FakeHost:
     def sigma(self, t):
         return self.sigmas[t.round().long()]
 
-    def denoise(self, x, sigma, rows, uncond):
-        self.seen.append({"x": x, "sigma": sigma, "rows": rows, "uncond": uncond})
+    def denoise(self, x, sigma, rows, uncond, skip=()):
+        self.seen.append({"x": x, "sigma": sigma, "rows": rows, "uncond": uncond, "skip": list(skip)})
         return x * 0.5
 
 
@@ -167,7 +167,7 @@ def test_sd3_flow_matching_converts_timestep_input_and_velocity():
 
     host = FakeHost()
     config = {"in_channels": 16, "out_channels": 16, "patch_size": 2, "sample_size": 128, "joint_attention_dim": 64,
-              "pooled_projection_dim": 64}
+              "pooled_projection_dim": 64, "num_layers": 2}
     transformer = bridge.make_denoiser(SD3, host, config, torch.float32, torch.device("cpu"))
     sample, ehs, pooled = torch.randn(2, 16, 8, 8), torch.randn(2, 5, 64), torch.randn(2, 64)
     v = transformer(hidden_states=sample, timestep=torch.tensor([750.0, 750.0]), encoder_hidden_states=ehs,
@@ -193,7 +193,7 @@ def test_flux_unpacks_diffusers_latents_for_the_host_and_packs_its_velocity_back
 
     host = FakeHost()
     config = {"in_channels": 64, "latent_channels": 16, "joint_attention_dim": 32, "pooled_projection_dim": 32,
-              "guidance_embeds": True, "patch_size": 1}
+              "guidance_embeds": True, "patch_size": 1, "num_layers": 1, "num_single_layers": 2}
     transformer = bridge.make_denoiser(FLUX, host, config, torch.float32, torch.device("cpu"))
     latents = torch.randn(1, 16, 6, 4)  # latent rows x columns: 6 x 4 -> 3 x 2 packed tokens of 64
     packed = FluxPipeline._pack_latents(latents, 1, 16, 6, 4)
@@ -237,6 +237,39 @@ def test_a_guider_that_hooks_the_denoisers_layers_is_refused_on_a_bridged_pipeli
     for guider in (ClassifierFreeGuidance(), AdaptiveProjectedGuidance()):
         bridge.check_guider(guider, pipeline, "loop node 7")
     bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), type("Folder", (), {})(), "loop")  # a diffusers folder's: fine
+    # SD3: skip-layer guidance skips whole blocks, which ComfyUI's MMDiT can skip; perturbed attention stays refused
+    pipeline = type("P", (), {})()
+    pipeline.transformer = sd3_denoiser(FakeHost())
+    bridge.check_guider(SkipLayerGuidance(skip_layer_guidance_layers=[1]), pipeline, "loop")
+    with pytest.raises(ConfigError, match="skip-layer guidance .whole blocks skipped. is followed"):
+        bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), pipeline, "loop")
+
+
+def sd3_denoiser(host):
+    config = {"in_channels": 16, "out_channels": 16, "patch_size": 2, "sample_size": 128, "joint_attention_dim": 64,
+              "pooled_projection_dim": 64, "num_layers": 3}
+    return bridge.make_denoiser(SD3, host, config, torch.float32, torch.device("cpu"))
+
+
+def test_a_skip_layer_guiders_hooks_tell_the_host_which_blocks_to_skip():
+    from diffusers.hooks import LayerSkipConfig
+    from diffusers.hooks.layer_skip import _apply_layer_skip_hook
+
+    host = FakeHost()
+    transformer = sd3_denoiser(host)
+    args = dict(hidden_states=torch.randn(1, 16, 4, 4), timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, 5, 64), pooled_projections=torch.randn(1, 64), return_dict=False)
+    transformer(**args)
+    assert host.seen[-1]["skip"] == []
+    # what SkipLayerGuidance.prepare_models does for its skip batch: diffusers' own hook on blocks 0 and 2
+    _apply_layer_skip_hook(transformer, LayerSkipConfig(indices=[0, 2], fqn="auto"), name="SkipLayerGuidance_0")
+    transformer(**args)
+    assert host.seen[-1]["skip"] == [("double_block", 0), ("double_block", 2)]
+    from modular.core import compat
+
+    compat.remove_hooks(transformer, {"SkipLayerGuidance_0"})  # as the guider's cleanup_models does
+    transformer(**args)
+    assert host.seen[-1]["skip"] == []
 
 
 class FakeText:

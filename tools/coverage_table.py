@@ -43,8 +43,10 @@ BRIDGE = [
                                   "mask, == SamplerCustomAdvanced euler; the workflow node == its wiring from "
                                   "ComfyUI's nodes)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
-                                "that does not patch diffusers' transformer modules; text2image and image2image "
-                                "(host tier: == pipe(), with APG, from VAE latents, == SamplerCustomAdvanced euler; "
+                                "that does not patch diffusers' transformer modules, and skip-layer guidance; "
+                                "text2image and image2image "
+                                "(host tier: == pipe(), with APG, with SkipLayerGuidance, from VAE latents, == "
+                                "SamplerCustomAdvanced euler; "
                                 "the MODEL from Load Diffusion Model)"),
     ("Flux", "Flux", "bridged: Flux.1 dev / schnell: flow matching with the MODEL's (exponential) shift, the packed "
                      "latents unpacked for ComfyUI's network, Flux Guidance's value as guidance_scale; text2image "

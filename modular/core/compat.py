@@ -345,3 +345,13 @@ def seed_call(blocks, state: PipelineState, values: dict) -> PipelineState:
         elif name is not None and name not in state.values:
             state.set(name, default, kwargs_type)
     return state
+
+
+def register_transformer_block(cls):
+    """Register a module class as a transformer block for diffusers' layer-skip hooks (its `TransformerBlockRegistry`:
+    the block returns (hidden_states, encoder_hidden_states)), so that a guider's `_apply_layer_skip_hook` can hook it."""
+    from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+
+    TransformerBlockRegistry.register(cls, TransformerBlockMetadata(return_hidden_states_index=0,
+                                                                    return_encoder_hidden_states_index=1))
+    return cls

@@ -22,6 +22,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..core import compat
 from ..core.errors import ConfigError
 
 EPSILON = "epsilon"
@@ -35,10 +36,11 @@ class HostModel(Protocol):
     def sigma(self, timestep):
         """The host model's sigma for diffusers' timestep on a discrete schedule (its own table, patches applied)."""
 
-    def denoise(self, x, sigma, rows: list[dict], uncond: bool):
+    def denoise(self, x, sigma, rows: list[dict], uncond: bool, skip=()):
         """The host model's denoised estimate x0 of `x` (the host's input: latents at noise level `sigma`), each
         batch row conditioned by the host's condition arguments in `rows`; `uncond`: the batch is the guider's
-        unconditional one (the host's patches see it so)."""
+        unconditional one (the host's patches see it so); `skip`: the host's transformer blocks to skip in this
+        call ((kind, index), e.g. ("double_block", 7): a guider's skip-layer batch)."""
 
 
 class HostText(Protocol):
@@ -91,6 +93,9 @@ class Family:
     pooled: bool = True  # the conditioning carries a pooled vector
     options: dict = field(default_factory=dict)  # the host's conditioning options -> state values (Flux: guidance)
     prompts: dict = field(default_factory=dict)  # diffusers' prompt inputs -> the host text encoder's part for each
+    # diffusers' transformer block stacks -> (the host's kind of block, the config key of their count): where a
+    # guider's layer-skip hooks land (skip-layer guidance), the host's model skips those blocks
+    block_stacks: dict = field(default_factory=dict)
 
 
 def _argument(args, kwargs, index, name):
@@ -163,12 +168,15 @@ FAMILIES = (
     # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
     Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
            "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True,
-           prompts={"prompt": "l", "prompt_2": "g", "prompt_3": "t5xxl"}),
+           prompts={"prompt": "l", "prompt_2": "g", "prompt_3": "t5xxl"},
+           block_stacks={"transformer_blocks": ("double_block", "num_layers")}),
     # Flux: flow-matching Euler with the host's exponential shift; the conditioning's guidance (Flux Guidance) is
     # diffusers' guidance_scale
     Family("Flux", "FluxAutoBlocks", "transformer", ("Flux",), "FlowMatchEulerDiscreteScheduler", _flux_call,
            flow=True, timestep_scale=1.0, exponential_shift=True, options={"guidance": "guidance_scale"},
-           prompts={"prompt": "l", "prompt_2": "t5xxl"}),
+           prompts={"prompt": "l", "prompt_2": "t5xxl"},
+           block_stacks={"transformer_blocks": ("double_block", "num_layers"),
+                         "single_transformer_blocks": ("single_block", "num_single_layers")}),
 )
 
 
@@ -223,6 +231,8 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             self.host = host  # not a submodule: diffusers must never move or offload the host's weights
             self.run = None  # the run's components (its guider: is a batch the unconditional one)
             self.calls = 0
+            for stack, (_, count) in family.block_stacks.items():  # stand-ins for a guider's layer-skip hooks
+                setattr(self, stack, torch.nn.ModuleList(host_block()() for _ in range(config[count])))
             adm = config.get("projection_class_embeddings_input_dim")
             if adm is not None:  # read by SDXL's _get_add_time_ids
                 self.add_embedding = types.SimpleNamespace(linear_1=types.SimpleNamespace(in_features=adm))
@@ -251,13 +261,32 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
                 x = sample.float() * (s ** 2 + host.sigma_data ** 2) ** 0.5
             guider = getattr(self.run, "guider", None) if self.run is not None else None
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
-            denoised = host.denoise(x, sigma, call.rows, uncond)
+            skip = [(kind, i) for stack, (kind, _) in family.block_stacks.items()
+                    for i, block in enumerate(getattr(self, stack)) if compat.hook_names(block)]
+            denoised = host.denoise(x, sigma, call.rows, uncond, skip=skip)
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
             pred = call.back(pred) if call.back is not None else pred
             return types.SimpleNamespace(sample=pred) if kwargs.get("return_dict", True) else (pred,)
 
     return BridgedDenoiser()
+
+
+_HOST_BLOCK = []
+
+
+def host_block():
+    """The stand-in module class for one of the family's transformer blocks on a bridged denoiser: never run, it
+    is where diffusers' layer-skip hooks register when a guider (skip-layer guidance) picks that block, so the
+    host's model is told to skip the block it stands for (registered as a transformer block for those hooks)."""
+    if not _HOST_BLOCK:
+        import torch
+
+        class HostBlock(torch.nn.Module):
+            """One of the host model's transformer blocks, as diffusers' layer-skip hooks see it."""
+
+        _HOST_BLOCK.append(compat.register_transformer_block(HostBlock))
+    return _HOST_BLOCK[0]
 
 
 def is_bridged(module) -> bool:
@@ -408,17 +437,33 @@ def prompt_texts(family: Family, block_state, prefix: str) -> dict:
 
 def check_guider(guider, pipeline, label: str):
     """Refuse, before the loop, a guider that patches the denoiser's own layers (it overrides `prepare_models`:
-    diffusers' layer hooks for perturbed attention, skip-layer, smoothed-energy and auto guidance) on a bridged
-    pipeline: the host's model behind the bridge has no diffusers layers to hook."""
+    diffusers' layer hooks) in a way the host's model cannot follow on a bridged pipeline. Followed: skipping whole
+    transformer blocks (skip-layer guidance's layer configs: attention and feed-forward skipped, no dropout) of a
+    family whose blocks the host can skip (SD3, Flux: ComfyUI's "dit" block replacement, as its own Skip Layer
+    Guidance nodes do). Refused: perturbed attention (attention scores), smoothed energy, auto guidance (dropout),
+    partial skips, and any layer hook on SDXL's UNet."""
     if guider is None or pipeline is None or not bridged_denoisers(pipeline):
         return
     from diffusers.guiders.guider_utils import BaseGuidance
 
-    if type(guider).prepare_models is not BaseGuidance.prepare_models:
-        raise ConfigError(f"{label}: the guider {type(guider).__name__} works by hooking the denoiser's own layers "
-                          f"(diffusers' layer hooks), which a ComfyUI MODEL behind Diffusers Pipeline From MODEL does not "
-                          f"have; use a guider that combines predictions (ClassifierFreeGuidance, "
-                          f"AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
+    if type(guider).prepare_models is BaseGuidance.prepare_models:
+        return
+    family = bridged_denoisers(pipeline)[0].family
+    configs = getattr(guider, "skip_layer_config", None)
+    if family.block_stacks and configs and all(whole_block_skip(c, family) for c in configs):
+        return
+    skips = (f"; on {family.name}, skip-layer guidance (whole blocks skipped) is followed" if family.block_stacks
+             else "")
+    raise ConfigError(f"{label}: the guider {type(guider).__name__} works by hooking the denoiser's own layers "
+                      f"(diffusers' layer hooks) in a way a ComfyUI MODEL behind Diffusers Pipeline From MODEL cannot "
+                      f"follow{skips}; use a guider that combines predictions (ClassifierFreeGuidance, "
+                      f"AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
+
+
+def whole_block_skip(config, family: Family) -> bool:
+    """A layer-skip config that skips whole blocks of one of the family's stacks (what the host can skip)."""
+    return (config.skip_attention and config.skip_ff and not config.skip_attention_scores
+            and math.isclose(config.dropout, 1.0) and config.fqn in ("auto", *family.block_stacks))
 
 
 # --- the host's conditioning into the state -------------------------------------------------------

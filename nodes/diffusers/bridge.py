@@ -78,8 +78,9 @@ class ComfyModel:
         if close is not None:
             close()
 
-    def denoise(self, x, sigma, rows, uncond):
+    def denoise(self, x, sigma, rows, uncond, skip=()):
         import comfy.model_management
+        import comfy.model_patcher
         import comfy.samplers
 
         if self.model_options is None:  # the first call of a node's run: its session, closed by `sessions`
@@ -93,7 +94,18 @@ class ComfyModel:
                   type(per_row[0][k])(per_row[0][k].concat([r[k] for r in per_row[1:]])) for k in per_row[0]}
         cond = {"model_conds": merged, "uuid": uuid.uuid4()}
         conds = [None, [cond]] if uncond else [[cond]]  # an unconditional batch: patches see cond_or_uncond [1]
-        return comfy.samplers.calc_cond_batch(base, conds, x, sigma, self.model_options)[-1]
+        model_options = self.model_options
+        if skip:  # the blocks a skip-layer guider skips in this call, as ComfyUI's own Skip Layer Guidance does
+            model_options = dict(model_options)
+            for kind, index in skip:
+                model_options = comfy.model_patcher.set_model_options_patch_replace(model_options, skip_block, "dit",
+                                                                                   kind, index)
+        return comfy.samplers.calc_cond_batch(base, conds, x, sigma, model_options)[-1]
+
+
+def skip_block(args, extra_args):
+    """A transformer block that hands its inputs on unchanged (ComfyUI's Skip Layer Guidance's `skip`)."""
+    return args
 
 
 def model_family(model, label: str) -> bridge.Family:
@@ -131,7 +143,7 @@ def sd3_config(base) -> dict:
     """What diffusers' SD3 blocks read of `transformer.config`, from ComfyUI's SD3 model (MMDiT)."""
     unet = base.model_config.unet_config
     return {"in_channels": unet["in_channels"], "out_channels": unet.get("out_channels") or unet["in_channels"],
-            "patch_size": unet["patch_size"], "sample_size": 128,
+            "patch_size": unet["patch_size"], "sample_size": 128, "num_layers": unet["depth"],
             "joint_attention_dim": unet["context_embedder_config"]["params"]["in_features"],
             "pooled_projection_dim": unet["adm_in_channels"]}
 
@@ -142,7 +154,8 @@ def flux_config(base) -> dict:
     unet = base.model_config.unet_config
     return {"in_channels": unet["in_channels"] * 4, "out_channels": unet["in_channels"] * 4, "patch_size": 1,
             "latent_channels": unet["in_channels"], "joint_attention_dim": unet["context_in_dim"],
-            "pooled_projection_dim": unet["vec_in_dim"], "guidance_embeds": bool(unet.get("guidance_embed"))}
+            "pooled_projection_dim": unet["vec_in_dim"], "guidance_embeds": bool(unet.get("guidance_embed")),
+            "num_layers": unet["depth"], "num_single_layers": unet["depth_single_blocks"]}
 
 
 DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config}
