@@ -274,21 +274,32 @@ def test_image2image_and_inpainting_from_a_latent_equal_diffusers_own_pipe(serve
                   f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g})")
 
 
-@pytest.mark.parametrize("workflow", ["text2image", "image2image", "inpainting"])
-def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(server, info, workflow):
+WORKFLOW_NODES = {"sdxl": ("MLTest_ComfySDXL", {"folder": TINY_SDXL_COMFY}, "StableDiffusionXLAutoBlocks"),
+                  "flux": ("MLTest_ComfyFlux", {"unet_name": TINY_FLUX_COMFY_FILE}, "FluxAutoBlocks")}
+
+
+@pytest.mark.parametrize("family, workflow", [("sdxl", "text2image"), ("sdxl", "image2image"),
+                                              ("sdxl", "inpainting"), ("flux", "text2image"),
+                                              ("flux", "image2image")])
+def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(server, info, family, workflow):
     # Load Checkpoint's MODEL, CLIP and VAE -> Diffusers Pipeline From MODEL -> the family's workflow node -> an
-    # image, == the same loop wired from ComfyUI's own nodes: CLIP Text Encode x 2, (Load Image -> VAE Encode (->
-    # Set Latent Noise Mask)), CONDITIONING To State, the family's steps and loop, VAE Decode. The tiny checkpoint's
-    # CLIP and VAE are ComfyUI's own SDXL CLIP and AutoencoderKL classes.
+    # image, == the same loop wired from ComfyUI's own nodes: CLIP Text Encode (x 2 where the family guides),
+    # (Load Image -> VAE Encode (-> Set Latent Noise Mask)), CONDITIONING To State, the family's steps and loop,
+    # VAE Decode. The tiny checkpoints' CLIPs and VAEs are ComfyUI's own SDXL / Flux CLIP and AutoencoderKL classes.
     g = Graph()
-    checkpoint = g.node("MLTest_ComfySDXL", folder=TINY_SDXL_COMFY)
-    pipeline = g.node("ModularPipelineFromModel", model=checkpoint.out(0), clip=checkpoint.out(1),
-                      vae=checkpoint.out(2))
-    cls = "ModularWorkflow_StableDiffusionXLAutoBlocks"
-    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": FROM_IMAGE_STEPS,
-            "generator": SEED, "height": SIZE, "width": SIZE, "output_type": "pt",
-            **({"strength": STRENGTH} if workflow != "text2image"
-                                                                 else {})}
+    loader, inputs, blocks = WORKFLOW_NODES[family]
+    spec = FAMILIES[family]
+    checkpoint = g.node(loader, **inputs)
+    model = checkpoint.out(0)
+    if "sampling" in spec:
+        cls, given = spec["sampling"]
+        model = g.node(cls, model=model, **given)
+    pipeline = g.node("ModularPipelineFromModel", model=model, clip=checkpoint.out(1), vae=checkpoint.out(2))
+    cls = f"ModularWorkflow_{blocks}"
+    guided = spec.get("negative", True)
+    call = {"prompt": PROMPT, "num_inference_steps": FROM_IMAGE_STEPS, "generator": SEED, "height": SIZE,
+            "width": SIZE, "output_type": "pt", **({"negative_prompt": NEGATIVE} if guided else {}),
+            **({"strength": STRENGTH} if workflow != "text2image" else {})}
     node = g.node(cls, **widgets(info, cls, workflow=workflow, **call), pipeline=pipeline)
     image = g.node("ImageScale", image=g.node("LoadImage", image="example.png"), upscale_method="nearest-exact",
                    width=SIZE, height=SIZE, crop="center")
@@ -302,12 +313,13 @@ def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(ser
         node.set(mask_image=mask)
         latent = g.node("SetLatentNoiseMask", samples=latent, mask=mask)
     encode = [g.node("CLIPTextEncode", clip=checkpoint.out(1), text=text) for text in (PROMPT, NEGATIVE)]
-    steps = (FAMILIES["sdxl"]["steps"] if workflow == "text2image" else FROM_IMAGE[f"sdxl_{workflow}"][1])
+    steps = spec["steps"] if workflow == "text2image" else FROM_IMAGE[f"{family}_{workflow}"][1]
     steps = [(name, {**inputs, "num_inference_steps": FROM_IMAGE_STEPS,
                      **({"strength": STRENGTH} if workflow != "text2image" else {})} if "SetTimesteps" in name
               else inputs) for name, inputs in steps]
-    loop = None if workflow != "inpainting" else FROM_IMAGE["sdxl_inpainting"][2]
-    wired = Bridged(info, g, model=checkpoint.out(0), cond=(encode[0], encode[1]), latent=latent, steps=steps, loop=loop)
+    loop = FROM_IMAGE["sdxl_inpainting"][2] if workflow == "inpainting" else None
+    wired = Bridged(info, g, model=model, cond=(encode[0], encode[1]), latent=latent, steps=steps, loop=loop,
+                    family=family)
     decoded = g.node("VAEDecode", samples=wired.latent, vae=checkpoint.out(2))
     out = g.node("ModularStateToImage", state=node, key="images")
     diff = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=out.out(0), b=decoded))
@@ -316,8 +328,8 @@ def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(ser
     assert got["finite"] and got["shape"] == [1, SIZE, SIZE, 3], got
     assert got["max_abs_diff"] <= 1e-5, got
     assert got["std_a"] > 1e-3 and moved["max_abs_diff"] > 1e-2, (got, moved)  # a picture, not the input
-    REPORT.append(f"bridge SDXL workflow node {workflow} on the checkpoint's MODEL / CLIP / VAE vs the same wired "
-                  f"from ComfyUI's nodes: images max|diff| {got['max_abs_diff']:.3g}")
+    REPORT.append(f"bridge {family} workflow node {workflow} on the checkpoint's MODEL / CLIP / VAE vs the same "
+                  f"wired from ComfyUI's nodes: images max|diff| {got['max_abs_diff']:.3g}")
 
 
 @pytest.mark.parametrize("family, cfg", [("sdxl", 7.5), ("sd3", 7.0), ("flux", 1.0)])

@@ -50,8 +50,9 @@ BRIDGE = [
                                 "the MODEL from Load Diffusion Model)"),
     ("Flux", "Flux", "bridged: Flux.1 dev / schnell: flow matching with the MODEL's (exponential) shift, the packed "
                      "latents unpacked for ComfyUI's network, Flux Guidance's value as guidance_scale; text2image "
-                     "and image2image (host tier: == pipe(), from VAE latents, == SamplerCustomAdvanced euler; the "
-                     "MODEL from Load Diffusion Model + ModelSamplingFlux)"),
+                     "and image2image; the workflow node on the checkpoint's CLIP and VAE (host tier: == pipe(), from "
+                     "VAE latents, == SamplerCustomAdvanced euler, the workflow node == its wiring from ComfyUI's "
+                     "nodes; the MODEL from Load Diffusion Model + ModelSamplingFlux)"),
     ("Flux2", "Flux2", "not yet"),
     ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),
