@@ -218,11 +218,9 @@ def resume_from_file(info):
 BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "ModelSamplingFlux": 0, "CLIPTextEncode": 1,
                   "FluxGuidance": 1, "EmptyLatentImage": 1, "EmptySD3LatentImage": 1,
                   "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
-                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6,
-                  "ModularWorkflow_": 3, "ModularStateToImage": 5}
+                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
 BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
-BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200,
-                 "ModularWorkflow_": 600}
+BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200}
 
 
 def bridge_layout(g):
@@ -235,6 +233,13 @@ def bridge_layout(g):
         placed[nid] = [BRIDGE_X[col], heights[col]]
         heights[col] += BRIDGE_HEIGHT.get(kind, 150)
     return placed
+
+
+def bridge_workflow_layout(g):
+    """The bridged workflow node's template: one row, left to right (checkpoint, bridge, workflow node, State To
+    Image, Save Image)."""
+    x = {"CheckpointLoaderSimple": 40, "ModularPipelineFromModel": 420, "ModularStateToImage": 1160, "SaveImage": 1500}
+    return {nid: [x.get(node.class_type, 760), 100] for nid, node in g.nodes.items()}
 
 
 def layout(g):
@@ -418,6 +423,8 @@ def main():
         g = build(info)
         if name.startswith("denoise_"):
             workflow = sized(api_to_ui(g, info, positions=sd15_layout(g)))
+        elif name == "bridge_sdxl_workflow":
+            workflow = api_to_ui(g, info, positions=bridge_workflow_layout(g))
         elif name.startswith("bridge_"):
             workflow = api_to_ui(g, info, positions=bridge_layout(g))
         else:

@@ -293,8 +293,11 @@ def is_bridged(module) -> bool:
     return getattr(module, "HOST_MODEL", False) is True
 
 
+DENOISERS = ("unet", "transformer")  # the component names of a family's denoising model
+
+
 def bridged_denoisers(pipeline) -> list:
-    return [m for name in ("unet", "transformer") if is_bridged(m := getattr(pipeline, name, None))]
+    return [m for name in DENOISERS if is_bridged(m := getattr(pipeline, name, None))]
 
 
 def make_vae(host: HostVae, scaling_factor: float, shift_factor: float | None, downscale: int = 8):

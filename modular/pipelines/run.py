@@ -68,7 +68,7 @@ class RunComponents:
             self._load({c.name for c in block.expected_components if c.name})
 
     def _denoisers(self):
-        for name in DENOISERS:
+        for name in bridge.DENOISERS:
             model = getattr(self._pipeline, name, None)
             if model is not None and hasattr(model, "modules"):
                 yield name, model
@@ -124,9 +124,6 @@ class RunComponents:
             added = compat.hook_names(model) - self._hooks_before.get(name, set())
             if added:
                 compat.remove_hooks(model, added)
-
-
-DENOISERS = ("unet", "transformer")
 
 
 @contextlib.contextmanager
