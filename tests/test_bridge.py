@@ -225,6 +225,33 @@ def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, inf
                   f"(|latent| max {got['max_abs_a']:.3g}); the skip's own effect {changed['max_abs_diff']:.3g}")
 
 
+def test_perturbed_attention_guidance_takes_the_values_of_the_same_attention_of_comfyuis_model(server, info):
+    # diffusers' PerturbedAttentionGuidance hooks the self-attention of the blocks its config names (SDXL: by fqn)
+    # for its perturbed batch; behind the bridge its hooks land on stand-ins for the MODEL's attention layers (from
+    # ComfyUI's own UNet key map), and ComfyUI's attn1 replacement gives those layers' values, as ComfyUI's own
+    # Perturbed Attention Guidance node does: == pipe() with that guider on the folder
+    g = Graph()
+    params = {"guidance_scale": 5.0, "perturbed_guidance_scale": 2.5, "perturbed_guidance_start": 0.0,
+              "perturbed_guidance_stop": 1.0}
+    layers = {"indices": [0], "fqn": "mid_block.attentions.0.transformer_blocks", "skip_attention": False,
+              "skip_attention_scores": True, "skip_ff": False}
+    cls = "ModularGuider_PerturbedAttentionGuidance"
+    guider = g.node(cls, **widgets(info, cls, **params, perturbed_guidance_config=json.dumps(layers)))
+    chain = Bridged(info, g, guider=guider)
+    diff = chain.against_diffusers(guider="PerturbedAttentionGuidance",
+                                   guider_params=json.dumps({**params, "perturbed_guidance_config": layers}))
+    cfg = g.node("ModularGuider_ClassifierFreeGuidance",
+                 **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=5.0))
+    plain = Bridged(info, g, guider=cfg)
+    effect = chain.compare(chain.latent, plain.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # the perturbed attention changed it
+    REPORT.append(f"bridge sdxl + PerturbedAttentionGuidance (mid block): vs diffusers pipe() with it "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g}); the perturbation's own effect "
+                  f"{changed['max_abs_diff']:.3g}")
+
+
 # image2image / inpainting from a LATENT with content: the steps of diffusers' image2image (inpainting) chain, the
 # strength on its set-timesteps step; 6 steps at strength 0.6: 3 of them run
 STRENGTH, FROM_IMAGE_STEPS = 0.6, 6

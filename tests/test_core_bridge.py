@@ -241,7 +241,7 @@ def test_a_guider_that_hooks_the_denoisers_layers_is_refused_on_a_bridged_pipeli
     pipeline = type("P", (), {})()
     pipeline.transformer = sd3_denoiser(FakeHost())
     bridge.check_guider(SkipLayerGuidance(skip_layer_guidance_layers=[1]), pipeline, "loop")
-    with pytest.raises(ConfigError, match="skip-layer guidance .whole blocks skipped. is followed"):
+    with pytest.raises(ConfigError, match="the bridge follows skip-layer guidance .whole blocks skipped."):
         bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), pipeline, "loop")
 
 
@@ -264,7 +264,7 @@ def test_a_skip_layer_guiders_hooks_tell_the_host_which_blocks_to_skip():
     # what SkipLayerGuidance.prepare_models does for its skip batch: diffusers' own hook on blocks 0 and 2
     _apply_layer_skip_hook(transformer, LayerSkipConfig(indices=[0, 2], fqn="auto"), name="SkipLayerGuidance_0")
     transformer(**args)
-    assert host.seen[-1]["skip"] == [("double_block", 0), ("double_block", 2)]
+    assert host.seen[-1]["skip"] == [("dit", "double_block", 0), ("dit", "double_block", 2)]
     from modular.core import compat
 
     compat.remove_hooks(transformer, {"SkipLayerGuidance_0"})  # as the guider's cleanup_models does
@@ -354,3 +354,34 @@ def test_the_host_vae_behind_diffusers_encode_and_decode_calls():
     assert vae.config.scaling_factor == 0.13025 and vae.config.latents_mean is None
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8  # diffusers' vae_scale_factor
     assert bridge.is_bridged(vae)  # never loaded as a pipeline module
+
+
+MID = "mid_block.attentions.0.transformer_blocks"
+
+
+def test_perturbed_attentions_hooks_tell_the_host_which_self_attention_gives_its_values():
+    from diffusers.guiders import PerturbedAttentionGuidance
+    from diffusers.hooks import LayerSkipConfig
+    from diffusers.hooks.layer_skip import _apply_layer_skip_hook
+
+    host = FakeHost()
+    config = {"in_channels": 4, "out_channels": 4, "sample_size": 128, "cross_attention_dim": 64,
+              "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 32 + 6 * 256}
+    layers = {f"{MID}.0.attn1": ("middle", 0, 0), f"{MID}.1.attn1": ("middle", 0, 1),
+              "down_blocks.1.attentions.0.transformer_blocks.0.attn1": ("input", 4, 0)}
+    unet = bridge.make_denoiser(SDXL, host, config, torch.float32, torch.device("cpu"), attention=layers)
+    args = dict(sample=torch.randn(1, 4, 8, 8), timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, 5, 64), return_dict=False)
+    unet(**args)
+    assert host.seen[-1]["skip"] == []
+    # what PerturbedAttentionGuidance.prepare_models does for its perturbed batch: diffusers' own attention hook
+    skip = LayerSkipConfig(indices=[1], fqn=MID, skip_attention=False, skip_attention_scores=True, skip_ff=False)
+    _apply_layer_skip_hook(unet, skip, name="PAG")
+    unet(**args)
+    assert host.seen[-1]["skip"] == [("attn1", "middle", 0, 1)]
+    # followed before the loop: named layers; refused: 'auto' (diffusers' UNet has no such blocks), partial skips
+    pipeline = type("P", (), {})()
+    pipeline.unet = unet
+    bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_config=skip.to_dict()), pipeline, "loop")
+    with pytest.raises(ConfigError, match="'auto' blocks .diffusers' UNet has none"):
+        bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), pipeline, "loop")

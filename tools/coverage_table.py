@@ -36,9 +36,10 @@ def cell(entry) -> str:
 # modular.pipelines.bridge.FAMILIES (checked by tests/test_core_bridge.py against this table).
 BRIDGE = [
     ("StableDiffusionXL", "SDXL", "bridged: eps or v prediction on a discrete schedule; the steps and loop with any "
-                                  "guider that does not patch diffusers' UNet modules; text2image, image2image and "
+                                  "guider that does not patch diffusers' UNet modules, and perturbed attention "
+                                  "(layers named by fqn); text2image, image2image and "
                                   "inpainting from a LATENT; the workflow node on the checkpoint's CLIP and VAE "
-                                  "(host tier: == pipe(), with a LoRA, with APG, made "
+                                  "(host tier: == pipe(), with a LoRA, with APG, with PAG, made "
                                   "v-prediction by ModelSamplingDiscrete, from VAE latents with and without a noise "
                                   "mask, == SamplerCustomAdvanced euler; the workflow node == its wiring from "
                                   "ComfyUI's nodes)"),

@@ -39,8 +39,10 @@ class HostModel(Protocol):
     def denoise(self, x, sigma, rows: list[dict], uncond: bool, skip=()):
         """The host model's denoised estimate x0 of `x` (the host's input: latents at noise level `sigma`), each
         batch row conditioned by the host's condition arguments in `rows`; `uncond`: the batch is the guider's
-        unconditional one (the host's patches see it so); `skip`: the host's transformer blocks to skip in this
-        call ((kind, index), e.g. ("double_block", 7): a guider's skip-layer batch)."""
+        unconditional one (the host's patches see it so); `skip`: what a layer-skipping guider skips in this
+        batch, as the host's patch targets: ("dit", kind, index), a whole transformer block (skip-layer guidance,
+        e.g. ("dit", "double_block", 7)); ("attn1", block, number, transformer index), a self-attention whose
+        scores are skipped, its output the values (perturbed attention, e.g. ("attn1", "middle", 0, 0))."""
 
 
 class HostText(Protocol):
@@ -96,6 +98,9 @@ class Family:
     # diffusers' transformer block stacks -> (the host's kind of block, the config key of their count): where a
     # guider's layer-skip hooks land (skip-layer guidance), the host's model skips those blocks
     block_stacks: dict = field(default_factory=dict)
+    # a guider's attention-score skips (perturbed attention) on the family's self-attention layers: the host's
+    # model takes them (the bridge is given the layers: diffusers' module path -> the host's attention key)
+    attention_scores: bool = False
 
 
 def _argument(args, kwargs, index, name):
@@ -164,7 +169,7 @@ FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
            _sdxl_call, {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"},
-           prompts={"prompt": "l", "prompt_2": "g"}),
+           prompts={"prompt": "l", "prompt_2": "g"}, attention_scores=True),
     # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
     Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
            "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True,
@@ -215,10 +220,14 @@ def scheduler_for(family: Family, sigmas=None, shift: float | None = None):
                **family.scheduler_config)
 
 
-def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, scale_factor: int = 8):
+def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, scale_factor: int = 8,
+                  attention: dict | None = None):
     """The family's denoiser module on `host`: diffusers' call signature, the conversions of this module.
     `config`: what diffusers' blocks read of the denoiser's config (e.g. SDXL's in_channels, sample_size,
-    addition_time_embed_dim, projection_class_embeddings_input_dim; SD3's joint_attention_dim, patch_size)."""
+    addition_time_embed_dim, projection_class_embeddings_input_dim; SD3's joint_attention_dim, patch_size).
+    `attention`: the model's self-attention layers, {diffusers' module path (e.g.
+    "mid_block.attentions.0.transformer_blocks.0.attn1"): the host's key for it (e.g. ("middle", 0, 0))}: stand-ins
+    at those paths take a guider's attention hooks (perturbed attention), which the host then follows."""
     import torch
     from diffusers.configuration_utils import FrozenDict
 
@@ -233,6 +242,7 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             self.calls = 0
             for stack, (_, count) in family.block_stacks.items():  # stand-ins for a guider's layer-skip hooks
                 setattr(self, stack, torch.nn.ModuleList(host_block()() for _ in range(config[count])))
+            self.attention = {path: stand_in_at(self, path) for path in (attention or {})}
             adm = config.get("projection_class_embeddings_input_dim")
             if adm is not None:  # read by SDXL's _get_add_time_ids
                 self.add_embedding = types.SimpleNamespace(linear_1=types.SimpleNamespace(in_features=adm))
@@ -261,8 +271,10 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
                 x = sample.float() * (s ** 2 + host.sigma_data ** 2) ** 0.5
             guider = getattr(self.run, "guider", None) if self.run is not None else None
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
-            skip = [(kind, i) for stack, (kind, _) in family.block_stacks.items()
+            skip = [("dit", kind, i) for stack, (kind, _) in family.block_stacks.items()
                     for i, block in enumerate(getattr(self, stack)) if compat.hook_names(block)]
+            skip += [("attn1", *attention[path]) for path, layer in self.attention.items()
+                     if compat.hook_names(layer)]
             denoised = host.denoise(x, sigma, call.rows, uncond, skip=skip)
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
@@ -287,6 +299,30 @@ def host_block():
 
         _HOST_BLOCK.append(compat.register_transformer_block(HostBlock))
     return _HOST_BLOCK[0]
+
+
+def stand_in_at(root, path: str):
+    """A self-attention stand-in at diffusers' module `path` under `root` (the modules on the way made as needed:
+    a numeric name is an index of a ModuleList), where diffusers' attention hooks find it (a diffusers Attention of
+    size 1, never run)."""
+    import torch
+    from diffusers.models.attention_processor import Attention
+
+    parent = root
+    parts = path.split(".")
+    for name, after in zip(parts[:-1], parts[1:]):
+        if name.isdigit():
+            index = int(name)
+            while len(parent) <= index:
+                parent.append(torch.nn.ModuleList() if after.isdigit() else torch.nn.Module())
+            parent = parent[index]
+        else:
+            if not hasattr(parent, name):
+                parent.add_module(name, torch.nn.ModuleList() if after.isdigit() else torch.nn.Module())
+            parent = getattr(parent, name)
+    layer = Attention(query_dim=1, heads=1, dim_head=1)
+    parent.add_module(parts[-1], layer)
+    return layer
 
 
 def is_bridged(module) -> bool:
@@ -440,33 +476,51 @@ def prompt_texts(family: Family, block_state, prefix: str) -> dict:
 
 def check_guider(guider, pipeline, label: str):
     """Refuse, before the loop, a guider that patches the denoiser's own layers (it overrides `prepare_models`:
-    diffusers' layer hooks) in a way the host's model cannot follow on a bridged pipeline. Followed: skipping whole
-    transformer blocks (skip-layer guidance's layer configs: attention and feed-forward skipped, no dropout) of a
-    family whose blocks the host can skip (SD3, Flux: ComfyUI's "dit" block replacement, as its own Skip Layer
-    Guidance nodes do). Refused: perturbed attention (attention scores), smoothed energy, auto guidance (dropout),
-    partial skips, and any layer hook on SDXL's UNet."""
+    diffusers' layer hooks) in a way the host's model cannot follow on a bridged pipeline. Followed (`followed`):
+    skipping whole transformer blocks (skip-layer guidance) of a family whose blocks the host can skip (SD3, Flux:
+    ComfyUI's "dit" block replacement, as its own Skip Layer Guidance nodes do), and skipping the attention scores
+    of self-attention layers (perturbed attention) of a family whose attention the host can replace (SDXL: ComfyUI's
+    attn1 replacement, as its own Perturbed Attention Guidance node does). Refused: smoothed energy, auto guidance
+    (dropout), partial skips, other combinations."""
     if guider is None or pipeline is None or not bridged_denoisers(pipeline):
         return
     from diffusers.guiders.guider_utils import BaseGuidance
 
     if type(guider).prepare_models is BaseGuidance.prepare_models:
         return
-    family = bridged_denoisers(pipeline)[0].family
+    denoiser = bridged_denoisers(pipeline)[0]
+    family = denoiser.family
     configs = getattr(guider, "skip_layer_config", None)
-    if family.block_stacks and configs and all(whole_block_skip(c, family) for c in configs):
+    why = [followed(c, family, denoiser) for c in configs] if configs else ["it hooks layers the bridge cannot map"]
+    if not any(why):
         return
-    skips = (f"; on {family.name}, skip-layer guidance (whole blocks skipped) is followed" if family.block_stacks
-             else "")
+    can = [*(["skip-layer guidance (whole blocks skipped)"] if family.block_stacks else []),
+           *(["perturbed attention (self-attention scores skipped), with its layers named by `fqn`"]
+             if family.attention_scores else [])]
     raise ConfigError(f"{label}: the guider {type(guider).__name__} works by hooking the denoiser's own layers "
                       f"(diffusers' layer hooks) in a way a ComfyUI MODEL behind Diffusers Pipeline From MODEL cannot "
-                      f"follow{skips}; use a guider that combines predictions (ClassifierFreeGuidance, "
-                      f"AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
+                      f"follow ({next(w for w in why if w)})"
+                      + (f"; on {family.name} the bridge follows {' and '.join(can)}" if can else "")
+                      + "; or use a guider that combines predictions (ClassifierFreeGuidance, "
+                        "AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
 
 
-def whole_block_skip(config, family: Family) -> bool:
-    """A layer-skip config that skips whole blocks of one of the family's stacks (what the host can skip)."""
-    return (config.skip_attention and config.skip_ff and not config.skip_attention_scores
-            and math.isclose(config.dropout, 1.0) and config.fqn in ("auto", *family.block_stacks))
+def followed(config, family: Family, denoiser) -> str:
+    """Why the host's model cannot follow a layer-skip config on `denoiser` ("" where it can)."""
+    if not math.isclose(config.dropout, 1.0):
+        return f"a dropout of {config.dropout}"
+    if config.skip_attention and config.skip_ff and not config.skip_attention_scores:
+        if family.block_stacks and config.fqn in ("auto", *family.block_stacks):
+            return ""
+        return f"whole blocks of {config.fqn!r} skipped"
+    if config.skip_attention_scores and not config.skip_attention and not config.skip_ff:
+        prefix = f"{config.fqn}."
+        if family.attention_scores and any(path.startswith(prefix) for path in denoiser.attention):
+            return ""
+        return (f"attention scores skipped in {config.fqn!r}" if config.fqn != "auto" else
+                f"attention scores skipped in 'auto' blocks (diffusers' UNet has none: name them with `fqn`, e.g. "
+                f"'mid_block.attentions.0.transformer_blocks')")
+    return "a partial skip (attention or feed-forward alone)"
 
 
 # --- the host's conditioning into the state -------------------------------------------------------

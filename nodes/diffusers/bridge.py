@@ -95,17 +95,40 @@ class ComfyModel:
         cond = {"model_conds": merged, "uuid": uuid.uuid4()}
         conds = [None, [cond]] if uncond else [[cond]]  # an unconditional batch: patches see cond_or_uncond [1]
         model_options = self.model_options
-        if skip:  # the blocks a skip-layer guider skips in this call, as ComfyUI's own Skip Layer Guidance does
+        if skip:  # what a layer-skipping guider skips in this batch, as ComfyUI's own Skip Layer Guidance (a "dit"
+            # block handing its inputs on) and Perturbed Attention Guidance (an attn1 giving its values) patch it
             model_options = dict(model_options)
-            for kind, index in skip:
-                model_options = comfy.model_patcher.set_model_options_patch_replace(model_options, skip_block, "dit",
-                                                                                   kind, index)
+            for name, *where in skip:
+                patch = {"dit": skip_block, "attn1": attention_values}[name]
+                model_options = comfy.model_patcher.set_model_options_patch_replace(model_options, patch, name, *where)
         return comfy.samplers.calc_cond_batch(base, conds, x, sigma, model_options)[-1]
 
 
 def skip_block(args, extra_args):
     """A transformer block that hands its inputs on unchanged (ComfyUI's Skip Layer Guidance's `skip`)."""
     return args
+
+
+def attention_values(q, k, v, extra_options, mask=None):
+    """An attention whose scores are skipped: its values (ComfyUI's Perturbed Attention Guidance's attention)."""
+    return v
+
+
+def unet_attention(base) -> dict:
+    """A ComfyUI UNet's self-attention layers, {diffusers' module path: ComfyUI's attn1 key (block, number,
+    transformer index)}, from ComfyUI's own key map (`unet_to_diffusers`)."""
+    import comfy.utils
+
+    blocks = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
+    found = {}
+    for diffusers_key, comfy_key in comfy.utils.unet_to_diffusers(base.model_config.unet_config).items():
+        if not diffusers_key.endswith(".attn1.to_q.weight"):
+            continue
+        parts = comfy_key.split(".")
+        block = blocks[parts[0]]
+        found[diffusers_key[:-len(".to_q.weight")]] = (block, 0 if block == "middle" else int(parts[1]),
+                                                        int(parts[parts.index("transformer_blocks") + 1]))
+    return found
 
 
 def model_family(model, label: str) -> bridge.Family:
@@ -203,7 +226,8 @@ def bridged_pipeline(model, label: str = FROM_MODEL, clip=None, vae=None):
     base = model.model
     config = DENOISER_CONFIG[family.name](base)
     host = ComfyModel(model)
-    denoiser = bridge.make_denoiser(family, host, config, model.model_dtype(), model.load_device)
+    denoiser = bridge.make_denoiser(family, host, config, model.model_dtype(), model.load_device,
+                                    attention=unet_attention(base) if family.attention_scores else None)
     pipeline = getattr(diffusers, family.blocks)().init_pipeline()
     sampling = host.model_sampling
     scheduler = (bridge.scheduler_for(family, shift=float(sampling.shift)) if family.flow else
