@@ -196,7 +196,7 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     effect = chain.compare(chain.latent, plain.latent)
     got, changed = result(server, g, diff, effect)
     assert equal(got), got
-    assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # APG is not CFG
+    assert changed["max_abs_diff"] > 50 * REL * got["max_abs_a"], changed  # APG is not CFG (50x the tolerance)
 
 
 def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, info):
@@ -302,11 +302,13 @@ def test_image2image_and_inpainting_from_a_latent_equal_diffusers_own_pipe(serve
 
 
 WORKFLOW_NODES = {"sdxl": ("MLTest_ComfySDXL", {"folder": TINY_SDXL_COMFY}, "StableDiffusionXLAutoBlocks"),
+                  "sd3": ("MLTest_ComfySD3", {"unet_name": TINY_SD3_COMFY_FILE}, "StableDiffusion3AutoBlocks"),
                   "flux": ("MLTest_ComfyFlux", {"unet_name": TINY_FLUX_COMFY_FILE}, "FluxAutoBlocks")}
 
 
 @pytest.mark.parametrize("family, workflow", [("sdxl", "text2image"), ("sdxl", "image2image"),
-                                              ("sdxl", "inpainting"), ("flux", "text2image"),
+                                              ("sdxl", "inpainting"), ("sd3", "text2image"),
+                                              ("sd3", "image2image"), ("flux", "text2image"),
                                               ("flux", "image2image")])
 def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(server, info, family, workflow):
     # Load Checkpoint's MODEL, CLIP and VAE -> Diffusers Pipeline From MODEL -> the family's workflow node -> an

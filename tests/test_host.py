@@ -291,9 +291,9 @@ def with_test_models(prompt, state_file=None, picture=None):
         elif bridge and cls == "LoraLoader":
             out[nid] = {"class_type": "LoraLoaderModelOnly", "inputs": {
                 "model": inputs["model"], "lora_name": TINY_SDXL_LORA, "strength_model": inputs["strength_model"]}}
-        elif bridge and cls == "CLIPTextEncode":  # the tiny model's shapes: 64-wide tokens, 32 / 64-wide pooled
-            out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8,
-                                                                         "width": 32 if flux else 64,
+        elif bridge and cls == "CLIPTextEncode":  # the tiny models' shapes: 64 / 4096 / 32-wide tokens,
+            out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8,  # 32 / 64 pooled
+                                                                         "width": 32 if flux else 4096 if sd3 else 64,
                                                                          "pooled": 64 if sd3 else 32}}
         elif cls == "ModularDiffusersLoader":
             out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_FOR[inputs["folder"]]}}

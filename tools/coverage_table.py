@@ -45,7 +45,7 @@ BRIDGE = [
                                   "ComfyUI's nodes)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
                                 "that does not patch diffusers' transformer modules, and skip-layer guidance; "
-                                "text2image and image2image "
+                                "text2image and image2image; the workflow node on the checkpoint's CLIP and VAE "
                                 "(host tier: == pipe(), with APG, with SkipLayerGuidance, from VAE latents, == "
                                 "SamplerCustomAdvanced euler; "
                                 "the MODEL from Load Diffusion Model)"),
