@@ -242,6 +242,12 @@ def hook_names(model) -> set:
     return names
 
 
+def hooked(module) -> bool:
+    """Whether a diffusers hook is registered on `module` itself (not its submodules): a cheap check per call."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry is not None and bool(registry.hooks)
+
+
 def remove_hooks(model, names):
     """Remove the named diffusers hooks from `model` and its submodules."""
     from diffusers.hooks import HookRegistry

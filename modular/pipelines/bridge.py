@@ -272,9 +272,8 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             guider = getattr(self.run, "guider", None) if self.run is not None else None
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
             skip = [("dit", kind, i) for stack, (kind, _) in family.block_stacks.items()
-                    for i, block in enumerate(getattr(self, stack)) if compat.hook_names(block)]
-            skip += [("attn1", *attention[path]) for path, layer in self.attention.items()
-                     if compat.hook_names(layer)]
+                    for i, block in enumerate(getattr(self, stack)) if compat.hooked(block)]
+            skip += [("attn1", *attention[path]) for path, layer in self.attention.items() if compat.hooked(layer)]
             denoised = host.denoise(x, sigma, call.rows, uncond, skip=skip)
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
