@@ -11,7 +11,7 @@ import json
 import pytest
 
 from comfy_host import (TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE, TINY_SD3_COMFY, TINY_SD3_COMFY_FILE, TINY_SDXL_COMFY,
-                        TINY_SDXL_LORA, Graph, require_host, widget_values)
+                        TINY_SDXL_LORA, TINY_WAN, Graph, require_host, widget_values)
 from conftest import REPORT
 
 require_host()
@@ -48,6 +48,14 @@ FAMILIES = {
              "after": [("UnpackLatentsStep", {})],
              "loop": "ModularLoop_FluxDenoiseStep", "empty": "EmptySD3LatentImage", "channels": 16,
              "negative": False},
+    # Wan 2.1 text2video: ComfyUI's Wan network on the tiny folder's weights, its shift set by ModelSamplingSD3 as
+    # ComfyUI's Wan workflows do (the folder's UniPC flow_shift: 3.0); a 5-frame video (2 latent frames)
+    "wan": {"family": "Wan", "folder": TINY_WAN, "model": ("MLTest_ComfyWan", {"folder": TINY_WAN}),
+            "sampling": ("ModelSamplingSD3", {"shift": 3.0}),
+            "steps": [("TextInputStep", {}), ("SetTimestepsStep", {"num_inference_steps": STEPS}),
+                      ("PrepareLatentsStep", {"generator": SEED})],
+            "loop": "ModularLoop_WanDenoiseStep", "empty": "EmptyHunyuanLatentVideo", "empty_inputs": {"length": 5},
+            "call": {"num_frames": 5}, "frames": 2, "channels": 16},
 }
 GUIDED = [f for f in FAMILIES if FAMILIES[f].get("negative", True)]  # Flux.1-dev is guidance-distilled: no guider
 
@@ -75,9 +83,11 @@ class Bridged:
             self.model = g.node(cls, model=self.model, **inputs)
         self.pipeline = g.node("ModularPipelineFromModel", model=self.model)
         self.cond = cond or g.node("MLTest_DiffusersConditioning", folder=self.spec["folder"], prompt=PROMPT,
-                                   negative_prompt=NEGATIVE)
+                                   negative_prompt=NEGATIVE, **({"call": json.dumps(
+                                       {"height": SIZE, "width": SIZE, **self.spec["call"]})} if "call" in self.spec else {}))
         positive, unconditional = (self.cond.out(0), self.cond.out(1)) if cond is None else cond
-        latent = latent or g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1)
+        latent = latent or g.node(self.spec["empty"], width=SIZE, height=SIZE, batch_size=1,
+                                  **self.spec.get("empty_inputs", {}))
         negative = negative and self.spec.get("negative", True)
         state = self.to_state = g.node("ModularConditioningToState", pipeline=self.pipeline, positive=positive,
                                        latent=latent, **({"negative": unconditional} if negative else {}))
@@ -102,6 +112,8 @@ class Bridged:
         return node
 
     def against_diffusers(self, **reference):
+        if "call" in self.spec:
+            reference["call"] = json.dumps(self.spec["call"])
         ref = self.graph.node("MLTest_DiffusersLatents", folder=self.spec["folder"], prompt=PROMPT,
                               negative_prompt=NEGATIVE, steps=STEPS, seed=SEED, height=SIZE, width=SIZE, **reference)
         return self.compare(self.latent, ref)
@@ -140,7 +152,8 @@ def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, inf
     run = server.run(chain.graph, timeout=600)
     assert run.status == "success", (run.error or {}).get("exception_message", run.error)
     got, on_sdpa = json.loads(run.text(diff)), json.loads(run.text(sdpa_diff))
-    assert got["shape"] == [1, FAMILIES[family]["channels"], SIZE // 8, SIZE // 8]
+    spec = FAMILIES[family]
+    assert got["shape"] == [1, spec["channels"], *([spec["frames"]] if "frames" in spec else []), SIZE // 8, SIZE // 8]
     assert got["std_a"] > 0.1  # not a constant
     assert equal(got), got
     assert equal(on_sdpa), on_sdpa
@@ -149,7 +162,7 @@ def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, inf
                   f"|latent| max {got['max_abs_a']:.3g}")
     # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
     calls = json.loads(run.text(loaded))
-    assert any({"sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}[family] in names for names in calls), calls
+    assert any({"sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan": "WAN21"}[family] in names for names in calls), calls
 
 
 def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, info):
@@ -199,7 +212,8 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     assert changed["max_abs_diff"] > 50 * REL * got["max_abs_a"], changed  # APG is not CFG (50x the tolerance)
 
 
-def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, info):
+@pytest.mark.parametrize("family", ["sd3", "wan"])
+def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, info, family):
     # diffusers' SkipLayerGuidance hooks whole transformer blocks of its model for its skip batch; behind the bridge
     # its hooks land on stand-ins for the MODEL's blocks, and ComfyUI's MMDiT skips those (its "dit" block
     # replacement, as ComfyUI's own Skip Layer Guidance nodes do): == pipe() with that guider on the folder
@@ -211,17 +225,17 @@ def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, inf
     # which its own hook cannot take)
     skip = {"indices": [0], "fqn": "auto"}
     guider = g.node(cls, **widgets(info, cls, **params, skip_layer_config=json.dumps(skip)))
-    chain = Bridged(info, g, guider=guider, family="sd3")
+    chain = Bridged(info, g, guider=guider, family=family)
     diff = chain.against_diffusers(guider="SkipLayerGuidance",
                                    guider_params=json.dumps({**params, "skip_layer_config": skip}))
     cfg = g.node("ModularGuider_ClassifierFreeGuidance",
                  **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=5.0))
-    plain = Bridged(info, g, guider=cfg, family="sd3")
+    plain = Bridged(info, g, guider=cfg, family=family)
     effect = chain.compare(chain.latent, plain.latent)
     got, changed = result(server, g, diff, effect)
     assert equal(got), got
     assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed  # the skipped block changed the result
-    REPORT.append(f"bridge sd3 + SkipLayerGuidance (block 0): vs diffusers pipe() with it {got['max_abs_diff']:.3g} "
+    REPORT.append(f"bridge {family} + SkipLayerGuidance (block 0): vs diffusers pipe() with it {got['max_abs_diff']:.3g} "
                   f"(|latent| max {got['max_abs_a']:.3g}); the skip's own effect {changed['max_abs_diff']:.3g}")
 
 
@@ -410,10 +424,12 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
 
 
 @pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "sd3_noise_mask",
-                                  "folder_pipeline", "layer_hook_guider", "vae_channels", "clip_skip"])
+                                  "folder_pipeline", "layer_hook_guider", "vae_channels", "clip_skip",
+                                  "wan_image_latent"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
-    chain = Bridged(info, g, family="sd3" if case.startswith("sd3") else "sdxl")
+    family = case.split("_")[0]
+    chain = Bridged(info, g, family=family if family in FAMILIES else "sdxl")
     chain.graph.node("PreviewAny", source=chain.graph.node("MLTest_MaxAbsDiff", a=chain.latent, b=chain.latent))
     expect = {}
     if case == "sd15_model":
@@ -436,6 +452,9 @@ def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
                         mask=g.node("SolidMask", value=1.0, width=SIZE, height=SIZE))
         chain.to_state.set(latent=masked)
         expect = {"node": chain.to_state, "text": ["'latent'", "noise mask", "no inpainting workflow", "image2image"]}
+    elif case == "wan_image_latent":  # an image's latent (4-D) for a video model
+        chain.to_state.set(latent=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE, batch_size=1))
+        expect = {"node": chain.to_state, "text": ["'latent'", "not a video LATENT", "frames", "Wan"]}
     elif case == "layer_hook_guider":  # perturbed attention hooks diffusers' attention layers: none behind the bridge
         cls = "ModularGuider_PerturbedAttentionGuidance"
         chain.loop.set(guider=g.node(cls, **widgets(info, cls, perturbed_guidance_layers="[1]")))

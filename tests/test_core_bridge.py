@@ -185,6 +185,33 @@ def test_sd3_flow_matching_converts_timestep_input_and_velocity():
     assert torch.equal(ours.timesteps, hub.timesteps) and torch.equal(ours.sigmas, hub.sigmas)
 
 
+WAN = bridge.family_for("WAN21")
+
+
+def test_wan_takes_video_latents_as_they_are_and_steps_with_unipc_on_the_host_models_shift():
+    from diffusers import UniPCMultistepScheduler
+
+    host = FakeHost()
+    config = {"in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2], "text_dim": 32, "num_layers": 2}
+    transformer = bridge.make_denoiser(WAN, host, config, torch.float32, torch.device("cpu"))
+    sample, ehs = torch.randn(2, 16, 3, 8, 8), torch.randn(2, 7, 32)
+    v = transformer(hidden_states=sample, timestep=torch.tensor([600.0, 600.0]), encoder_hidden_states=ehs,
+                    return_dict=False)[0]
+    call = host.seen[-1]
+    assert torch.allclose(call["sigma"], torch.tensor([0.6, 0.6])) and torch.equal(call["x"], sample)
+    assert v.shape == sample.shape and torch.allclose(v, (sample - 0.5 * sample) / 0.6, rtol=1e-6)
+    assert torch.equal(call["rows"][1]["cross_attn"], ehs[1:2]) and set(call["rows"][1]) == {"cross_attn"}
+    assert bridge.context_width(config) == 32 and bridge.pooled_width(config) is None
+    # its scheduler: Wan's hub scheduler (UniPC on flow sigmas), its flow_shift the host model's shift
+    ours = bridge.scheduler_for(WAN, shift=5.0)
+    hub = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    ours.set_timesteps(6), hub.set_timesteps(6)
+    assert torch.equal(ours.timesteps, hub.timesteps) and torch.equal(ours.sigmas, hub.sigmas)
+    with pytest.raises(ConfigError, match="image2video"):  # an image embedding: Wan's image2video, not bridged
+        transformer(hidden_states=sample, timestep=torch.tensor([600.0, 600.0]), encoder_hidden_states=ehs,
+                    encoder_hidden_states_image=torch.randn(2, 257, 32), return_dict=False)
+
+
 FLUX = bridge.family_for("Flux")
 
 

@@ -55,7 +55,13 @@ BRIDGE = [
                      "VAE latents, == SamplerCustomAdvanced euler, the workflow node == its wiring from ComfyUI's "
                      "nodes; the MODEL from Load Diffusion Model + ModelSamplingFlux)"),
     ("Flux2", "Flux2", "not yet"),
-    ("Wan 2.1 / 2.2", "WAN21, WAN22", "not yet: video latents (5-D), flow matching"),
+    ("Wan", "WAN21", "bridged: Wan 2.1 text2video (and one Wan 2.2 14B expert at a time: the same network): UniPC on "
+                     "flow sigmas with the MODEL's shift (ModelSamplingSD3), video LATENTs (Empty Hunyuan Latent "
+                     "Video: num_frames from its length); the steps and loop with any guider that does not patch "
+                     "diffusers' transformer modules, and skip-layer guidance (host tier: == pipe(), with APG, with "
+                     "SkipLayerGuidance; ComfyUI's Wan network carrying the folder's weights). Not yet: image2video "
+                     "(a 36-channel MODEL is refused), the workflow node on a CLIP and VAE"),
+    ("Wan 2.2 TI2V 5B", "WAN22", "not yet: 48-channel latents, per-token timesteps"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),
     ("ZImage", "Lumina2", "not yet"),
     ("HunyuanVideo 1.5", "HunyuanVideo", "not yet"),

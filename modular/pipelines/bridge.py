@@ -101,6 +101,9 @@ class Family:
     # a guider's attention-score skips (perturbed attention) on the family's self-attention layers: the host's
     # model takes them (the bridge is given the layers: diffusers' module path -> the host's attention key)
     attention_scores: bool = False
+    shift_option: str = "shift"  # flow: the scheduler's name for the shift (UniPC with flow sigmas: flow_shift)
+    # the latents are a video's ([B, C, frames, H, W]): a LATENT gives the call's num_frames and videos per prompt
+    video: bool = False
 
 
 def _argument(args, kwargs, index, name):
@@ -165,6 +168,18 @@ def _flux_call(args, kwargs, scale_factor: int) -> Call:
     return Call(sample, timestep, rows, back)
 
 
+def _wan_call(args, kwargs, scale_factor: int) -> Call:
+    """Wan's `transformer(hidden_states, timestep, encoder_hidden_states)`: the video latents as they are ([B, C,
+    frames, H, W], the host model's layout too); per batch row, the UMT5 embeddings (ComfyUI's Wan `extra_conds`:
+    c_crossattn). An image embedding (image2video's `encoder_hidden_states_image`) is not bridged."""
+    sample, timestep = _argument(args, kwargs, 0, "hidden_states"), _argument(args, kwargs, 1, "timestep")
+    encoder_hidden_states = _argument(args, kwargs, 2, "encoder_hidden_states")
+    if kwargs.get("encoder_hidden_states_image") is not None:
+        raise ConfigError("Wan: an image embedding (image2video) reached the bridged denoiser; only text2video "
+                          "(WanBlocks) is bridged")
+    return Call(sample, timestep, [{"cross_attn": encoder_hidden_states[i:i + 1]} for i in range(sample.shape[0])])
+
+
 FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
@@ -182,6 +197,12 @@ FAMILIES = (
            prompts={"prompt": "l", "prompt_2": "t5xxl"},
            block_stacks={"transformer_blocks": ("double_block", "num_layers"),
                          "single_transformer_blocks": ("single_block", "num_single_layers")}),
+    # Wan 2.1 text2video (and Wan 2.2's 14B experts, one at a time: the same network): UniPC on flow sigmas (its hub
+    # scheduler), its shift the host model's (ComfyUI's ModelSamplingSD3 sets it); no pooled vector
+    Family("Wan", "WanBlocks", "transformer", ("WAN21",), "UniPCMultistepScheduler", _wan_call,
+           {"prediction_type": "flow_prediction", "use_flow_sigmas": True}, flow=True, pooled=False,
+           prompts={"prompt": "umt5xxl"}, block_stacks={"blocks": ("double_block", "num_layers")},
+           shift_option="flow_shift", video=True),
 )
 
 
@@ -214,7 +235,7 @@ def scheduler_for(family: Family, sigmas=None, shift: float | None = None):
     cls = getattr(diffusers, family.scheduler)
     if family.flow:  # (an exponential shift mu is the static shift exp(mu): the same schedule)
         shift = math.exp(shift) if family.exponential_shift else shift
-        return cls(num_train_timesteps=1000, shift=float(shift), **family.scheduler_config)
+        return cls(num_train_timesteps=1000, **{family.shift_option: float(shift)}, **family.scheduler_config)
     betas = discrete_betas(sigmas)
     return cls(num_train_timesteps=len(betas), trained_betas=betas.tolist(), prediction_type=EPSILON,
                **family.scheduler_config)
@@ -374,7 +395,7 @@ HOST_TEXT = "_modular_loops_host_text"  # a bridged pipeline's host text encoder
 
 def context_width(config) -> int:
     """The text embedding width a bridged denoiser takes."""
-    return config.get("joint_attention_dim") or config["cross_attention_dim"]
+    return config.get("joint_attention_dim") or config.get("text_dim") or config["cross_attention_dim"]
 
 
 def pooled_width(config) -> int | None:

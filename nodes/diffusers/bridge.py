@@ -144,7 +144,8 @@ def model_family(model, label: str) -> bridge.Family:
         raise ConfigError(f"{label}: a {type(base).__name__} model with {model_type} prediction on "
                           f"{type(sampling).__name__}: only {' / '.join(types_)} on a {kind} schedule is bridged for "
                           f"{family.name}")
-    channels, latent = base.model_config.unet_config.get("in_channels"), base.latent_format.latent_channels
+    unet = base.model_config.unet_config
+    channels, latent = unet.get("in_channels", unet.get("in_dim")), base.latent_format.latent_channels
     if channels != latent:
         raise ConfigError(f"{label}: a {type(base).__name__} model taking {channels} input channels for latents of "
                           f"{latent} (an inpainting or other conditioned model: it takes the image beside the "
@@ -181,7 +182,18 @@ def flux_config(base) -> dict:
             "num_layers": unet["depth"], "num_single_layers": unet["depth_single_blocks"]}
 
 
-DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config}
+def wan_config(base) -> dict:
+    """What diffusers' Wan blocks read of `transformer.config`, from ComfyUI's Wan model (WanModel)."""
+    unet = base.model_config.unet_config
+    heads = unet.get("num_heads", 16)
+    return {"in_channels": unet["in_dim"], "out_channels": unet.get("out_dim", unet["in_dim"]),
+            "patch_size": list(unet.get("patch_size", (1, 2, 2))), "text_dim": unet.get("text_dim", 4096),
+            "num_layers": unet["num_layers"], "num_attention_heads": heads,
+            "attention_head_dim": unet.get("dim", 2048) // heads}
+
+
+DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config,
+                   "Wan": wan_config}
 
 
 class ComfyText:
@@ -328,19 +340,19 @@ class ConditioningToState:
         values = bridge.conditioning_values(family, positive, negative, bridge.context_width(config),
                                             bridge.pooled_width(config), TO_STATE)
         if latent is not None:
-            values.update(latent_values(latent, values["prompt_embeds"].shape[0], config, pipeline))
+            values.update(latent_values(latent, values["prompt_embeds"].shape[0], family, config, pipeline))
         new = copy_state(state)
         for key, value in values.items():
             new.set(key, value)
         return (new,)
 
 
-def latent_values(latent, prompts: int, config, pipeline) -> dict:
-    """A LATENT as the call's height, width and images per prompt; one with content (VAE Encode's) also as the
-    `image_latents` diffusers' image2image steps start from (in the model's latent space: its own
-    `process_latent_in`), and its noise mask (Set Latent Noise Mask, VAE Encode (for Inpainting)) as the `mask` of
-    its inpainting steps (1: repaint), resized to the latents by ComfyUI's own `reshape_mask`, as KSampler does.
-    A LATENT it cannot take is refused."""
+def latent_values(latent, prompts: int, family: bridge.Family, config, pipeline) -> dict:
+    """A LATENT as the call's height, width and images per prompt (a video family's: also its num_frames, and
+    videos per prompt); one with content (VAE Encode's) also as the `image_latents` diffusers' image2image steps
+    start from (in the model's latent space: its own `process_latent_in`), and its noise mask (Set Latent Noise
+    Mask, VAE Encode (for Inpainting)) as the `mask` of its inpainting steps (1: repaint), resized to the latents by
+    ComfyUI's own `reshape_mask`, as KSampler does. A LATENT it cannot take is refused."""
     import comfy.utils
 
     from ...modular.core import compat
@@ -348,8 +360,12 @@ def latent_values(latent, prompts: int, config, pipeline) -> dict:
 
     samples = latent.get("samples") if isinstance(latent, dict) else None
     where = f"{TO_STATE}: 'latent'"
-    if samples is None or samples.ndim != 4:
-        raise ConfigError(f"{where}: not an image LATENT ([batch, channels, height, width])")
+    dims, layout = (5, "[batch, channels, frames, height, width]") if family.video else (4, "[batch, channels, height, width]")
+    if samples is None or samples.ndim != dims:
+        shape = None if samples is None else tuple(samples.shape)
+        raise ConfigError(f"{where}: not a {'video' if family.video else 'image'} LATENT {layout} for {family.name} "
+                          f"(got {shape}): use an empty latent of its own (Empty "
+                          f"{'Hunyuan Latent Video' if family.video else 'Latent Image'})")
     channels = config.get("latent_channels", config["in_channels"])
     if samples.shape[1] != channels:
         raise ConfigError(f"{where}: {samples.shape[1]} channels, but this model's latents have {channels}: use "
@@ -357,16 +373,25 @@ def latent_values(latent, prompts: int, config, pipeline) -> dict:
                           f"Image)")
     if samples.shape[0] % prompts:
         raise ConfigError(f"{where}: a batch of {samples.shape[0]} for {prompts} prompt(s)")
-    factor = pipeline.vae_scale_factor
-    values = {"height": samples.shape[2] * factor, "width": samples.shape[3] * factor,
-              "num_images_per_prompt": samples.shape[0] // prompts}
+    if family.video:
+        spatial, temporal = pipeline.vae_scale_factor_spatial, pipeline.vae_scale_factor_temporal
+        values = {"height": samples.shape[-2] * spatial, "width": samples.shape[-1] * spatial,
+                  "num_frames": (samples.shape[2] - 1) * temporal + 1,
+                  "num_videos_per_prompt": samples.shape[0] // prompts}
+    else:
+        factor = pipeline.vae_scale_factor
+        values = {"height": samples.shape[2] * factor, "width": samples.shape[3] * factor,
+                  "num_images_per_prompt": samples.shape[0] // prompts}
     mask = latent.get("noise_mask")
     if mask is None and not bool(samples.abs().max() > 0):
         return values  # an empty latent: text2image
-    if mask is not None and "inpainting" not in compat.workflow_names(pipeline.blocks):
-        raise ConfigError(f"{where}: a LATENT with a noise mask (inpainting), but diffusers' "
-                          f"{type(pipeline.blocks).__name__} has no inpainting workflow (it has "
-                          f"{', '.join(compat.workflow_names(pipeline.blocks))}); remove Set Latent Noise Mask")
+    workflows = compat.workflow_names(pipeline.blocks)
+    wanted = "inpainting" if mask is not None else "image2image"
+    if wanted not in workflows:
+        what = "a noise mask (inpainting)" if mask is not None else "content (VAE Encode's: image2image)"
+        fix = "remove Set Latent Noise Mask" if mask is not None else "use an empty latent"
+        raise ConfigError(f"{where}: a LATENT with {what}, but diffusers' {type(pipeline.blocks).__name__} has no "
+                          f"{wanted} workflow (it has {', '.join(workflows) or 'none named'}); {fix}")
     values["image_latents"] = from_host_latent(pipeline, samples)
     if mask is not None:
         values["mask"] = comfy.utils.reshape_mask(mask.float(), (samples.shape[0], 1, *samples.shape[2:]))
