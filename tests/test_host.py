@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from comfy_host import (TINY_FLUX, TINY_FLUX_COMFY_FILE, TINY_SD3_COMFY_FILE, TINY_SD3_PIPELINE, TINY_SDXL,
-                        TINY_SDXL_COMFY, TINY_SDXL_LORA, Graph, ValidationError, interrupt_at_first_step, require_host,
-                        ui_to_api)
+                        TINY_SDXL_COMFY, TINY_SDXL_LORA, TINY_WAN, Graph, ValidationError, interrupt_at_first_step,
+                        require_host, ui_to_api)
 from conftest import REPORT, ROOT
 
 COMFY = require_host()
@@ -221,7 +221,8 @@ def test_example_workflows_are_templates_and_run(server):
         workflow = server.get(f"/api/workflow_templates/modular_loops/{name}.json")
         prompt = ui_to_api(workflow, info)
         missing = {"CheckpointLoaderSimple": "ckpt_name", "ModularDiffusersLoader": "folder",
-                   "ModularStateLoad": "state_file", "LoraLoader": "lora_name"}
+                   "ModularStateLoad": "state_file", "LoraLoader": "lora_name", "UNETLoader": "unet_name",
+                   "CLIPLoader": "clip_name", "VAELoader": "vae_name"}
         needs = {missing[n["class_type"]] for n in prompt.values() if n["class_type"] in missing}
         if needs:
             # Written for a model the tests do not have (an SD1.5 checkpoint, a diffusers folder): everything
@@ -252,7 +253,7 @@ def test_example_workflows_are_templates_and_run(server):
         else:
             checks = [json.loads(result.text(k)) for k, n in prompt.items() if n["class_type"] == "PreviewAny"]
             # the latent that went to VAE Decode: SD1.5 / SDXL's 4 channels, SD3's and Flux's 16
-            channels = 16 if "sd3" in name or "flux" in name else 4
+            channels = 16 if "sd3" in name or "flux" in name or "wan" in name else 4
             assert checks and all(c["finite"] and c["shape"][1] == channels for c in checks), (name, checks)
     ran = [n for n in examples if n.startswith("diffusers_") and n not in validated_only]
     assert {"diffusers_stable_diffusion_xl_inpainting", "diffusers_flux_image2image"} <= set(ran), ran
@@ -280,6 +281,7 @@ def with_test_models(prompt, state_file=None, picture=None):
     bridge = any(n["class_type"] == "ModularPipelineFromModel" for n in prompt.values())
     sd3 = any("StableDiffusion3" in n["class_type"] for n in prompt.values())
     flux = any(n["class_type"].startswith("ModularLoop_Flux") for n in prompt.values())
+    wan = any(n["class_type"].startswith("ModularLoop_Wan") for n in prompt.values())
     workflow_node = any(n["class_type"].startswith("ModularWorkflow_") for n in prompt.values())
     for nid, node in prompt.items():
         cls, inputs = node["class_type"], node["inputs"]
@@ -288,13 +290,15 @@ def with_test_models(prompt, state_file=None, picture=None):
                                                                 "weight_dtype": "default"}} if sd3 else
                         {"class_type": "MLTest_ComfyFlux", "inputs": {"unet_name": TINY_FLUX_COMFY_FILE}} if flux else
                         {"class_type": "MLTest_ComfySDXL", "inputs": {"folder": TINY_SDXL_COMFY}})
+        elif bridge and wan and cls == "UNETLoader":  # the tiny Wan folder's weights in ComfyUI's Wan network
+            out[nid] = {"class_type": "MLTest_ComfyWan", "inputs": {"folder": TINY_WAN}}
         elif bridge and cls == "LoraLoader":
             out[nid] = {"class_type": "LoraLoaderModelOnly", "inputs": {
                 "model": inputs["model"], "lora_name": TINY_SDXL_LORA, "strength_model": inputs["strength_model"]}}
         elif bridge and cls == "CLIPTextEncode":  # the tiny models' shapes: 64 / 4096 / 32-wide tokens,
             out[nid] = {"class_type": "MLTest_Conditioning", "inputs": {"seed": int(nid), "tokens": 8,  # 32 / 64 pooled
-                                                                         "width": 32 if flux else 4096 if sd3 else 64,
-                                                                         "pooled": 64 if sd3 else 32}}
+                                                                         "width": 32 if flux or wan else 4096 if sd3 else 64,
+                                                                         "pooled": 0 if wan else 64 if sd3 else 32}}
         elif cls == "ModularDiffusersLoader":
             out[nid] = {"class_type": cls, "inputs": {**inputs, "folder": TINY_FOR[inputs["folder"]]}}
         elif cls.startswith(("ModularStep_", "ModularWorkflow_")):
@@ -312,12 +316,12 @@ def with_test_models(prompt, state_file=None, picture=None):
             out[nid] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
         elif cls == "VAEDecode":
             out[nid] = {"class_type": "MLTest_MaxAbsDiff", "inputs": {"a": inputs["samples"], "b": inputs["samples"]}}
-        elif cls == "SaveImage" and not (diffusers or workflow_node):  # (a workflow node decodes itself: kept)
+        elif cls in ("SaveImage", "SaveAnimatedWEBP") and not (diffusers or workflow_node):  # (a workflow node decodes itself: kept)
             out[nid] = {"class_type": "PreviewAny", "inputs": {"source": inputs["images"]}}
         elif cls != "LoadImage":
             out[nid] = node = {"class_type": cls, "inputs": dict(inputs)}
-            if cls in ("EmptyLatentImage", "EmptySD3LatentImage"):
-                node["inputs"].update(width=64, height=64)
+            if cls in ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyHunyuanLatentVideo"):
+                node["inputs"].update(width=64, height=64, **({"length": 5} if "length" in inputs else {}))
             if "steps" in inputs:
                 node["inputs"]["steps"] = 4
             if inputs.get("start_step"):

@@ -176,6 +176,39 @@ def bridge_flux(info):
     return decoded_and_saved(g, state, pipe, ckpt.out(2), "modular_loops_bridge_flux")
 
 
+WAN_MODEL, WAN_TEXT, WAN_VAE = ("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                                "wan_2.1_vae.safetensors")
+
+
+def bridge_wan(info):
+    """diffusers' Wan 2.1 text2video loop on ComfyUI's Wan MODEL (Load Diffusion Model, its shift by
+    ModelSamplingSD3, as ComfyUI's own Wan workflow sets it), its UMT5 (Load CLIP, type wan) and VAE (Load VAE): CLIP
+    Text Encode -> CONDITIONING To State (with Empty Hunyuan Latent Video's size and length) -> Wan's steps -> its
+    denoise loop with a CFG guider node -> State To LATENT -> VAE Decode -> Save Animated WEBP."""
+    g = Graph()
+    unet = g.node("UNETLoader", unet_name=WAN_MODEL, weight_dtype="default")
+    model = g.node("ModelSamplingSD3", model=unet, shift=8.0)
+    clip = g.node("CLIPLoader", **defaults(info, "CLIPLoader", clip_name=WAN_TEXT, type="wan", device="default"))
+    vae = g.node("VAELoader", vae_name=WAN_VAE)
+    pipe = g.node("ModularPipelineFromModel", model=model)
+    positive = g.node("CLIPTextEncode", text=PROMPT, clip=clip)
+    negative = g.node("CLIPTextEncode", text=NEGATIVE, clip=clip)
+    latent = g.node("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1)
+    state = g.node("ModularConditioningToState", pipeline=pipe, positive=positive, negative=negative, latent=latent)
+    state = step(g, info, "Wan", "TextInputStep", state=state, pipeline=pipe)
+    state = step(g, info, "Wan", "SetTimestepsStep", state=state, pipeline=pipe, num_inference_steps=30)
+    state = step(g, info, "Wan", "PrepareLatentsStep", state=state, pipeline=pipe, generator=0)
+    guider_cls = "ModularGuider_ClassifierFreeGuidance"
+    guider = g.node(guider_cls, **defaults(info, guider_cls, guidance_scale=5.0))
+    loop_cls = "ModularLoop_WanDenoiseStep"
+    loop = g.node(loop_cls, **defaults(info, loop_cls), state=state, pipeline=pipe, guider=guider)
+    latent = g.node("ModularStateToLatent", state=loop, pipeline=pipe)
+    frames = g.node("VAEDecode", samples=latent, vae=vae)
+    g.node("SaveAnimatedWEBP", **defaults(info, "SaveAnimatedWEBP", images=frames, fps=16.0,
+                                          filename_prefix="modular_loops_bridge_wan"))
+    return g
+
+
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 STOP_AT, STEPS, SEED = 10, 20, 156680208700286
 STATE_PREFIX = "states/modular_loops_step10"
@@ -215,10 +248,12 @@ def resume_from_file(info):
     return g
 
 
-BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "ModelSamplingFlux": 0, "CLIPTextEncode": 1,
-                  "FluxGuidance": 1, "EmptyLatentImage": 1, "EmptySD3LatentImage": 1,
+BRIDGE_COLUMNS = {"CheckpointLoaderSimple": 0, "LoraLoader": 0, "ModelSamplingFlux": 0, "UNETLoader": 0,
+                  "ModelSamplingSD3": 0, "CLIPLoader": 0, "VAELoader": 0, "CLIPTextEncode": 1,
+                  "FluxGuidance": 1, "EmptyLatentImage": 1, "EmptySD3LatentImage": 1, "EmptyHunyuanLatentVideo": 1,
                   "ModularPipelineFromModel": 2, "ModularConditioningToState": 2, "ModularGuider_": 4,
-                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6}
+                  "ModularBlock_": 4, "ModularLoop_": 5, "ModularStateToLatent": 6, "VAEDecode": 6, "SaveImage": 6,
+                  "SaveAnimatedWEBP": 6}
 BRIDGE_X = [40, 400, 840, 1200, 1580, 1960, 2340]
 BRIDGE_HEIGHT = {"CLIPTextEncode": 220, "ModularStep_": 330, "ModularGuider_": 330, "LoraLoader": 200}
 
@@ -402,6 +437,7 @@ EXAMPLES = {
     "bridge_sdxl_workflow": bridge_sdxl_workflow,
     "bridge_sd3_apg": bridge_sd3,
     "bridge_flux": bridge_flux,
+    "bridge_wan": bridge_wan,
     "denoise_stop_and_save": stop_and_save,
     "denoise_resume_from_file": resume_from_file,
 }
