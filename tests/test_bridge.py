@@ -317,13 +317,14 @@ def test_image2image_and_inpainting_from_a_latent_equal_diffusers_own_pipe(serve
 
 WORKFLOW_NODES = {"sdxl": ("MLTest_ComfySDXL", {"folder": TINY_SDXL_COMFY}, "StableDiffusionXLAutoBlocks"),
                   "sd3": ("MLTest_ComfySD3", {"unet_name": TINY_SD3_COMFY_FILE}, "StableDiffusion3AutoBlocks"),
-                  "flux": ("MLTest_ComfyFlux", {"unet_name": TINY_FLUX_COMFY_FILE}, "FluxAutoBlocks")}
+                  "flux": ("MLTest_ComfyFlux", {"unet_name": TINY_FLUX_COMFY_FILE}, "FluxAutoBlocks"),
+                  "wan": ("MLTest_ComfyWan", {"folder": TINY_WAN}, "WanBlocks")}
 
 
 @pytest.mark.parametrize("family, workflow", [("sdxl", "text2image"), ("sdxl", "image2image"),
                                               ("sdxl", "inpainting"), ("sd3", "text2image"),
                                               ("sd3", "image2image"), ("flux", "text2image"),
-                                              ("flux", "image2image")])
+                                              ("flux", "image2image"), ("wan", "default")])
 def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(server, info, family, workflow):
     # Load Checkpoint's MODEL, CLIP and VAE -> Diffusers Pipeline From MODEL -> the family's workflow node -> an
     # image, == the same loop wired from ComfyUI's own nodes: CLIP Text Encode (x 2 where the family guides),
@@ -342,35 +343,38 @@ def test_the_workflow_node_on_a_checkpoint_equals_its_chain_of_comfyui_nodes(ser
     guided = spec.get("negative", True)
     call = {"prompt": PROMPT, "num_inference_steps": FROM_IMAGE_STEPS, "generator": SEED, "height": SIZE,
             "width": SIZE, "output_type": "pt", **({"negative_prompt": NEGATIVE} if guided else {}),
-            **({"strength": STRENGTH} if workflow != "text2image" else {})}
+            **({"strength": STRENGTH} if workflow not in ("text2image", "default") else {}), **spec.get("call", {})}
     node = g.node(cls, **widgets(info, cls, workflow=workflow, **call), pipeline=pipeline)
     image = g.node("ImageScale", image=g.node("LoadImage", image="example.png"), upscale_method="nearest-exact",
                    width=SIZE, height=SIZE, crop="center")
     mask = g.node("MaskComposite", destination=g.node("SolidMask", value=0.0, width=SIZE, height=SIZE),
                   source=g.node("SolidMask", value=1.0, width=SIZE // 2, height=SIZE), x=0, y=0, operation="add")
     latent = None
-    if workflow != "text2image":
+    if workflow not in ("text2image", "default"):
         node.set(image=image)
         latent = g.node("VAEEncode", pixels=image, vae=checkpoint.out(2))
     if workflow == "inpainting":
         node.set(mask_image=mask)
         latent = g.node("SetLatentNoiseMask", samples=latent, mask=mask)
     encode = [g.node("CLIPTextEncode", clip=checkpoint.out(1), text=text) for text in (PROMPT, NEGATIVE)]
-    steps = spec["steps"] if workflow == "text2image" else FROM_IMAGE[f"{family}_{workflow}"][1]
+    steps = spec["steps"] if workflow in ("text2image", "default") else FROM_IMAGE[f"{family}_{workflow}"][1]
     steps = [(name, {**inputs, "num_inference_steps": FROM_IMAGE_STEPS,
-                     **({"strength": STRENGTH} if workflow != "text2image" else {})} if "SetTimesteps" in name
+                     **({"strength": STRENGTH} if workflow not in ("text2image", "default") else {})}
+              if "SetTimesteps" in name
               else inputs) for name, inputs in steps]
     loop = FROM_IMAGE["sdxl_inpainting"][2] if workflow == "inpainting" else None
     wired = Bridged(info, g, model=model, cond=(encode[0], encode[1]), latent=latent, steps=steps, loop=loop,
                     family=family)
     decoded = g.node("VAEDecode", samples=wired.latent, vae=checkpoint.out(2))
-    out = g.node("ModularStateToImage", state=node, key="images")
+    out = g.node("ModularStateToImage", state=node, key="videos" if "frames" in spec else "images")
     diff = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=out.out(0), b=decoded))
     source = g.node("PreviewAny", source=g.node("MLTest_ImageDiff", a=out.out(0), b=image))
     got, moved = result(server, g, diff, source)
-    assert got["finite"] and got["shape"] == [1, SIZE, SIZE, 3], got
+    frames = spec["call"]["num_frames"] if "frames" in spec else 1  # a video's frames, as VAE Decode gives them
+    assert got["finite"] and got["shape"] == [frames, SIZE, SIZE, 3], got
     assert got["max_abs_diff"] <= 1e-5, got
-    assert got["std_a"] > 1e-3 and moved["max_abs_diff"] > 1e-2, (got, moved)  # a picture, not the input
+    assert got["std_a"] > 1e-3, got  # a picture, not a constant ...
+    assert frames > 1 or moved["max_abs_diff"] > 1e-2, moved  # ... nor the input (a video is not: other shape)
     REPORT.append(f"bridge {family} workflow node {workflow} on the checkpoint's MODEL / CLIP / VAE vs the same "
                   f"wired from ComfyUI's nodes: images max|diff| {got['max_abs_diff']:.3g}")
 

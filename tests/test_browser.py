@@ -172,7 +172,8 @@ def test_every_example_workflow_loads_from_the_template_list_and_validates(page_
         else:  # written for a model the test server does not have (a checkpoint, a LoRA, a diffusers folder):
             # nothing else may be wrong
             # (and the resume example a state file the first has not written yet)
-            missing = {"folder"} if name.startswith("diffusers_") else {"ckpt_name", "state_file", "lora_name"}
+            missing = ({"folder"} if name.startswith("diffusers_") else
+                       {"ckpt_name", "state_file", "lora_name", "unet_name", "clip_name", "vae_name"})
             problems = [e for n in answer["body"]["node_errors"].values() for e in n["errors"]]
             assert problems and all(e["extra_info"]["input_name"] in missing for e in problems), (name, answer)
 

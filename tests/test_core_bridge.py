@@ -383,6 +383,25 @@ def test_the_host_vae_behind_diffusers_encode_and_decode_calls():
     assert bridge.is_bridged(vae)  # never loaded as a pipeline module
 
 
+def test_a_video_vae_carries_its_per_channel_statistics_and_compression_as_diffusers_wan_reads_them():
+    from diffusers.modular_pipelines import WanModularPipeline
+
+    class FakeVideoVae:
+        latent_channels = 16
+
+        def decode(self, latents):  # [B, C, F, H, W] -> [B, 3, 4 (F - 1) + 1, 8 H, 8 W]
+            frames = 4 * (latents.shape[2] - 1) + 1
+            return latents[:, :3, :1].repeat(1, 1, frames, 8, 8)
+
+    mean, std = [0.1 * i for i in range(16)], [1.0 + 0.1 * i for i in range(16)]
+    vae = bridge.make_vae(FakeVideoVae(), 1.0, None, 8, mean=mean, std=std, temporal=4)
+    assert vae.config.latents_mean == mean and vae.config.latents_std == std and vae.config.z_dim == 16
+    pipeline = WanModularPipeline()
+    pipeline.vae = vae  # diffusers' Wan pipeline reads its factors off the VAE module
+    assert (pipeline.vae_scale_factor_spatial, pipeline.vae_scale_factor_temporal) == (8, 4)
+    assert vae.decode(torch.zeros(1, 16, 2, 2, 2), return_dict=False)[0].shape == (1, 3, 5, 16, 16)
+
+
 MID = "mid_block.attentions.0.transformer_blocks"
 
 

@@ -58,9 +58,10 @@ BRIDGE = [
     ("Wan", "WAN21", "bridged: Wan 2.1 text2video (and one Wan 2.2 14B expert at a time: the same network): UniPC on "
                      "flow sigmas with the MODEL's shift (ModelSamplingSD3), video LATENTs (Empty Hunyuan Latent "
                      "Video: num_frames from its length); the steps and loop with any guider that does not patch "
-                     "diffusers' transformer modules, and skip-layer guidance (host tier: == pipe(), with APG, with "
-                     "SkipLayerGuidance; ComfyUI's Wan network carrying the folder's weights). Not yet: image2video "
-                     "(a 36-channel MODEL is refused), the workflow node on a CLIP and VAE"),
+                     "diffusers' transformer modules, and skip-layer guidance; the workflow node on Load CLIP (wan) "
+                     "and Load VAE (host tier: == pipe(), with APG, with SkipLayerGuidance; the workflow node == its "
+                     "wiring from ComfyUI's nodes; ComfyUI's Wan network carrying the folder's weights). Not yet: "
+                     "image2video (a 36-channel MODEL is refused)"),
     ("Wan 2.2 TI2V 5B", "WAN22", "not yet: 48-channel latents, per-token timesteps"),
     ("QwenImage", "QwenImage", "not yet: packed latents"),
     ("ZImage", "Lumina2", "not yet"),

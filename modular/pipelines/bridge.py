@@ -356,17 +356,25 @@ def bridged_denoisers(pipeline) -> list:
     return [m for name in DENOISERS if is_bridged(m := getattr(pipeline, name, None))]
 
 
-def make_vae(host: HostVae, scaling_factor: float, shift_factor: float | None, downscale: int = 8):
+def make_vae(host: HostVae, scaling_factor: float, shift_factor: float | None, downscale: int = 8,
+             mean=None, std=None, temporal: int | None = None):
     """The host's VAE with the interface diffusers' encode and decode steps use (`encode(x).latents`: the host's
     deterministic latents, as its VAE Encode gives them; `decode(z).sample`), and the config they read (the host
-    model's latent scaling and shift, so diffusers' steps scale as the host's latent format does)."""
+    model's latent scaling and shift, so diffusers' steps scale as the host's latent format does; a video family's
+    per-channel `mean` / `std` (Wan's latents_mean / latents_std) and its `temporal` compression, which diffusers'
+    Wan pipeline reads as `temperal_downsample`)."""
     import torch
     from diffusers.configuration_utils import FrozenDict
 
     levels = int(math.log2(downscale)) + 1  # diffusers: vae_scale_factor = 2 ** (len(block_out_channels) - 1)
-    config = {"scaling_factor": scaling_factor, "shift_factor": shift_factor, "latents_mean": None,
-              "latents_std": None, "force_upcast": False, "latent_channels": host.latent_channels,
+    config = {"scaling_factor": scaling_factor, "shift_factor": shift_factor,
+              "latents_mean": None if mean is None else [float(v) for v in mean],
+              "latents_std": None if std is None else [float(v) for v in std], "z_dim": host.latent_channels,
+              "force_upcast": False, "latent_channels": host.latent_channels,
               "block_out_channels": [host.latent_channels] * levels}
+    # diffusers' Wan: spatial factor 2 ** len(temperal_downsample), temporal 2 ** sum(temperal_downsample)
+    steps = int(math.log2(temporal)) if temporal else 0
+    downsample = [False] * (levels - 1 - steps) + [True] * steps
 
     class BridgedVae(torch.nn.Module):
         HOST_MODEL = True
@@ -374,6 +382,7 @@ def make_vae(host: HostVae, scaling_factor: float, shift_factor: float | None, d
         def __init__(self):
             super().__init__()
             self.config, self.host = FrozenDict(config), host
+            self.temperal_downsample = downsample
 
         @property
         def dtype(self):

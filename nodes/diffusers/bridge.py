@@ -251,14 +251,33 @@ def bridged_pipeline(model, label: str = FROM_MODEL, clip=None, vae=None):
         if channels != latent_format.latent_channels:
             raise ConfigError(f"{label}: 'vae' gives latents of {channels} channels, but this {type(base).__name__} "
                               f"model's have {latent_format.latent_channels}: connect this checkpoint's VAE")
+        downscale, temporal = vae_factors(vae)
         components["vae"] = bridge.make_vae(ComfyVae(vae), float(latent_format.scale_factor),
-                                            getattr(latent_format, "shift_factor", None),
-                                            int(getattr(vae, "downscale_ratio", 8)))
+                                            getattr(latent_format, "shift_factor", None), downscale,
+                                            temporal=temporal, **per_channel(latent_format))
     pipeline.update_components(**components)
     setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out, from_host=base.process_latent_in))
     if clip is not None:
         setattr(pipeline, bridge.HOST_TEXT, ComfyText(clip))
     return pipeline
+
+
+def vae_factors(vae) -> tuple:
+    """(spatial, temporal) compression of a ComfyUI VAE (a video VAE's downscale_index_formula: (4, 8, 8) for Wan
+    2.1's; an image VAE's downscale_ratio, no temporal)."""
+    formula = getattr(vae, "downscale_index_formula", None)
+    if isinstance(formula, tuple) and len(formula) == 3:
+        return int(formula[-1]), int(formula[0])
+    ratio = getattr(vae, "downscale_ratio", 8)
+    return (int(ratio) if isinstance(ratio, (int, float)) else 8), None
+
+
+def per_channel(latent_format) -> dict:
+    """A latent format's per-channel mean and std (Wan's), for the bridged VAE's latents_mean / latents_std."""
+    mean, std = getattr(latent_format, "latents_mean", None), getattr(latent_format, "latents_std", None)
+    if mean is None or std is None:
+        return {}
+    return {"mean": mean.flatten().tolist(), "std": (std / latent_format.scale_factor).flatten().tolist()}
 
 
 @contextlib.contextmanager
