@@ -239,6 +239,29 @@ def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, inf
                   f"(|latent| max {got['max_abs_a']:.3g}); the skip's own effect {changed['max_abs_diff']:.3g}")
 
 
+def test_auto_guidance_with_a_dropout_of_one_skips_the_same_blocks_of_comfyuis_model(server, info):
+    # diffusers' AutoGuidance drops whole blocks for its unconditional batch; with a dropout of 1 that is a skip,
+    # which the bridge follows as skip-layer guidance (ComfyUI's "dit" replacement): == pipe() with it on SD3
+    g = Graph()
+    params = {"guidance_scale": 5.0, "start": 0.0, "stop": 1.0}
+    layers = {"indices": [0], "fqn": "auto", "dropout": 1.0}
+    cls = "ModularGuider_AutoGuidance"
+    guider = g.node(cls, **widgets(info, cls, **params, auto_guidance_config=json.dumps(layers)))
+    chain = Bridged(info, g, guider=guider, family="sd3")
+    diff = chain.against_diffusers(guider="AutoGuidance",
+                                   guider_params=json.dumps({**params, "auto_guidance_config": layers}))
+    cfg = g.node("ModularGuider_ClassifierFreeGuidance",
+                 **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=5.0))
+    plain = Bridged(info, g, guider=cfg, family="sd3")
+    effect = chain.compare(chain.latent, plain.latent)
+    got, changed = result(server, g, diff, effect)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-2 * got["max_abs_a"], changed  # the dropped block changed the result
+    REPORT.append(f"bridge sd3 + AutoGuidance (block 0, dropout 1): vs diffusers pipe() with it "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g}); its own effect "
+                  f"{changed['max_abs_diff']:.3g}")
+
+
 def test_perturbed_attention_guidance_takes_the_values_of_the_same_attention_of_comfyuis_model(server, info):
     # diffusers' PerturbedAttentionGuidance hooks the self-attention of the blocks its config names (SDXL: by fqn)
     # for its perturbed batch; behind the bridge its hooks land on stand-ins for the MODEL's attention layers (from
@@ -263,6 +286,43 @@ def test_perturbed_attention_guidance_takes_the_values_of_the_same_attention_of_
     assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # the perturbed attention changed it
     REPORT.append(f"bridge sdxl + PerturbedAttentionGuidance (mid block): vs diffusers pipe() with it "
                   f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g}); the perturbation's own effect "
+                  f"{changed['max_abs_diff']:.3g}")
+
+
+def test_smoothed_energy_guidance_blurs_the_query_of_the_same_attention_of_comfyuis_model(server, info):
+    # diffusers' SmoothedEnergyGuidance hooks the query projection of the self-attention of the blocks its config
+    # names, blurring the query for its smoothed batch; behind the bridge its hook lands on the stand-in's query
+    # projection, and ComfyUI's attn1 replacement runs ComfyUI's own attention on the query blurred by that hook
+    # (diffusers' own `_gaussian_blur_2d`): == pipe() with that guider on the folder. diffusers 0.42's guider never
+    # counts its batches, so its hook never lands (CFG plus a batch that changes nothing, in pipe() and on the
+    # bridge alike): for this test the server's SmoothedEnergyGuidance counts them (MLTest_SEGCounting)
+    def counting(enable):
+        toggle = Graph()
+        toggle.node("MLTest_SEGCounting", enable=enable)
+        assert server.run(toggle).status == "success"
+
+    g = Graph()
+    params = {"guidance_scale": 5.0, "seg_guidance_scale": 3.0, "seg_blur_sigma": 2.0, "seg_guidance_start": 0.0,
+              "seg_guidance_stop": 1.0}
+    layers = {"indices": [0], "fqn": "mid_block.attentions.0.transformer_blocks"}
+    cls = "ModularGuider_SmoothedEnergyGuidance"
+    guider = g.node(cls, **widgets(info, cls, **params, seg_guidance_config=json.dumps(layers)))
+    chain = Bridged(info, g, guider=guider)
+    diff = chain.against_diffusers(guider="SmoothedEnergyGuidance",
+                                   guider_params=json.dumps({**params, "seg_guidance_config": layers}))
+    cfg = g.node("ModularGuider_ClassifierFreeGuidance",
+                 **widgets(info, "ModularGuider_ClassifierFreeGuidance", guidance_scale=5.0))
+    plain = Bridged(info, g, guider=cfg)
+    effect = chain.compare(chain.latent, plain.latent)
+    counting(True)
+    try:
+        got, changed = result(server, g, diff, effect)
+    finally:
+        counting(False)
+    assert equal(got), got
+    assert changed["max_abs_diff"] > 1e-3 * got["max_abs_a"], changed  # the blurred query changed it
+    REPORT.append(f"bridge sdxl + SmoothedEnergyGuidance (mid block, sigma 2): vs diffusers pipe() with it "
+                  f"{got['max_abs_diff']:.3g} (|latent| max {got['max_abs_a']:.3g}); the blur's own effect "
                   f"{changed['max_abs_diff']:.3g}")
 
 

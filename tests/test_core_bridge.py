@@ -264,12 +264,20 @@ def test_a_guider_that_hooks_the_denoisers_layers_is_refused_on_a_bridged_pipeli
     for guider in (ClassifierFreeGuidance(), AdaptiveProjectedGuidance()):
         bridge.check_guider(guider, pipeline, "loop node 7")
     bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), type("Folder", (), {})(), "loop")  # a diffusers folder's: fine
-    # SD3: skip-layer guidance skips whole blocks, which ComfyUI's MMDiT can skip; perturbed attention stays refused
+    # SD3: skip-layer guidance and auto guidance with a dropout of 1 skip whole blocks, which ComfyUI's MMDiT can
+    # skip; a partial dropout (random), perturbed attention and smoothed energy stay refused
     pipeline = type("P", (), {})()
     pipeline.transformer = sd3_denoiser(FakeHost())
     bridge.check_guider(SkipLayerGuidance(skip_layer_guidance_layers=[1]), pipeline, "loop")
-    with pytest.raises(ConfigError, match="the bridge follows skip-layer guidance .whole blocks skipped."):
+    bridge.check_guider(AutoGuidance(auto_guidance_config={"indices": [1], "fqn": "auto", "dropout": 1.0}), pipeline,
+                        "loop")
+    with pytest.raises(ConfigError, match="a dropout of 0.5"):
+        bridge.check_guider(AutoGuidance(auto_guidance_config={"indices": [1], "fqn": "auto", "dropout": 0.5}),
+                            pipeline, "loop")
+    with pytest.raises(ConfigError, match="the bridge follows whole blocks skipped"):
         bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), pipeline, "loop")
+    with pytest.raises(ConfigError, match="no StableDiffusion3 self-attention the host can replace"):
+        bridge.check_guider(SmoothedEnergyGuidance(seg_guidance_layers=[1]), pipeline, "loop")
 
 
 def sd3_denoiser(host):
@@ -431,3 +439,32 @@ def test_perturbed_attentions_hooks_tell_the_host_which_self_attention_gives_its
     bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_config=skip.to_dict()), pipeline, "loop")
     with pytest.raises(ConfigError, match="'auto' blocks .diffusers' UNet has none"):
         bridge.check_guider(PerturbedAttentionGuidance(perturbed_guidance_layers=[1]), pipeline, "loop")
+
+
+def test_smoothed_energys_hooks_tell_the_host_which_query_to_blur_with_diffusers_own_blur():
+    from diffusers.guiders import SmoothedEnergyGuidance
+    from diffusers.hooks.smoothed_energy_guidance_utils import (SmoothedEnergyGuidanceConfig,
+                                                                _apply_smoothed_energy_guidance_hook,
+                                                                _gaussian_blur_2d)
+
+    host = FakeHost()
+    config = {"in_channels": 4, "out_channels": 4, "sample_size": 128, "cross_attention_dim": 64,
+              "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 32 + 6 * 256}
+    layers = {f"{MID}.0.attn1": ("middle", 0, 0), f"{MID}.1.attn1": ("middle", 0, 1)}
+    unet = bridge.make_denoiser(SDXL, host, config, torch.float32, torch.device("cpu"), attention=layers)
+    args = dict(sample=torch.randn(1, 4, 8, 8), timestep=torch.tensor([500.0]),
+                encoder_hidden_states=torch.randn(1, 5, 64), return_dict=False)
+    # what SmoothedEnergyGuidance.prepare_models does for its smoothed batch: diffusers' own hook on the query
+    seg = SmoothedEnergyGuidanceConfig(indices=[0], fqn=MID)
+    _apply_smoothed_energy_guidance_hook(unet, seg, blur_sigma=2.0, name="SEG")
+    unet(**args)
+    (name, transform, *where), = host.seen[-1]["skip"]
+    assert (name, where) == ("attn1_query", ["middle", 0, 0])
+    query = torch.randn(2, 64, 40)  # the host's query of an 8 x 8 latent: [batch, tokens, inner dim]
+    assert torch.equal(transform(query), _gaussian_blur_2d(query, 13, 2.0, 9999.9))  # diffusers' blur, sigma 2
+    # followed before the loop with named blocks; refused with 'auto' (diffusers' UNet has no such blocks)
+    pipeline = type("P", (), {})()
+    pipeline.unet = unet
+    bridge.check_guider(SmoothedEnergyGuidance(seg_guidance_config=[seg]), pipeline, "loop")
+    with pytest.raises(ConfigError, match="a query blurred in 'auto'"):
+        bridge.check_guider(SmoothedEnergyGuidance(seg_guidance_layers=[1]), pipeline, "loop")

@@ -248,6 +248,12 @@ def hooked(module) -> bool:
     return registry is not None and bool(registry.hooks)
 
 
+def hooks_of(module) -> list:
+    """The diffusers hooks registered on `module` itself, in registration order."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return list(registry.hooks.values()) if registry is not None else []
+
+
 def remove_hooks(model, names):
     """Remove the named diffusers hooks from `model` and its submodules."""
     from diffusers.hooks import HookRegistry

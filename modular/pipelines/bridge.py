@@ -42,7 +42,9 @@ class HostModel(Protocol):
         unconditional one (the host's patches see it so); `skip`: what a layer-skipping guider skips in this
         batch, as the host's patch targets: ("dit", kind, index), a whole transformer block (skip-layer guidance,
         e.g. ("dit", "double_block", 7)); ("attn1", block, number, transformer index), a self-attention whose
-        scores are skipped, its output the values (perturbed attention, e.g. ("attn1", "middle", 0, 0))."""
+        scores are skipped, its output the values (perturbed attention, e.g. ("attn1", "middle", 0, 0));
+        ("attn1_query", transform, block, number, transformer index), a self-attention whose query (the host's,
+        [batch, tokens, inner dim]) goes through `transform` first (smoothed energy guidance's blur)."""
 
 
 class HostText(Protocol):
@@ -294,7 +296,11 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
             skip = [("dit", kind, i) for stack, (kind, _) in family.block_stacks.items()
                     for i, block in enumerate(getattr(self, stack)) if compat.hooked(block)]
-            skip += [("attn1", *attention[path]) for path, layer in self.attention.items() if compat.hooked(layer)]
+            for path, layer in self.attention.items():
+                if compat.hooked(layer):  # its scores skipped (perturbed attention)
+                    skip.append(("attn1", *attention[path]))
+                elif compat.hooked(layer.to_q):  # its query changed first (smoothed energy: diffusers' blur)
+                    skip.append(("attn1_query", query_transform(layer.to_q), *attention[path]))
             denoised = host.denoise(x, sigma, call.rows, uncond, skip=skip)
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
@@ -302,6 +308,20 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
             return types.SimpleNamespace(sample=pred) if kwargs.get("return_dict", True) else (pred,)
 
     return BridgedDenoiser()
+
+
+def query_transform(to_q):
+    """What the diffusers hooks on a self-attention stand-in's query projection do to its output (smoothed energy
+    guidance: `SmoothedEnergyGuidanceHook.post_forward`, its Gaussian blur of the query), as a function of the
+    host's query ([batch, tokens, inner dim], as diffusers' `to_q` gives it)."""
+    hooks = compat.hooks_of(to_q)
+
+    def transform(query):
+        for hook in hooks:
+            query = hook.post_forward(to_q, query)
+        return query
+
+    return transform
 
 
 _HOST_BLOCK = []
@@ -506,11 +526,12 @@ def prompt_texts(family: Family, block_state, prefix: str) -> dict:
 def check_guider(guider, pipeline, label: str):
     """Refuse, before the loop, a guider that patches the denoiser's own layers (it overrides `prepare_models`:
     diffusers' layer hooks) in a way the host's model cannot follow on a bridged pipeline. Followed (`followed`):
-    skipping whole transformer blocks (skip-layer guidance) of a family whose blocks the host can skip (SD3, Flux:
-    ComfyUI's "dit" block replacement, as its own Skip Layer Guidance nodes do), and skipping the attention scores
-    of self-attention layers (perturbed attention) of a family whose attention the host can replace (SDXL: ComfyUI's
-    attn1 replacement, as its own Perturbed Attention Guidance node does). Refused: smoothed energy, auto guidance
-    (dropout), partial skips, other combinations."""
+    skipping whole transformer blocks (skip-layer guidance, auto guidance with a dropout of 1) of a family whose
+    blocks the host can skip (SD3, Flux, Wan: ComfyUI's "dit" block replacement, as its own Skip Layer Guidance
+    nodes do), and changing the self-attention of a family whose attention the host can replace (SDXL: ComfyUI's
+    attn1 replacement, as its own Perturbed Attention Guidance node does): its scores skipped (perturbed attention)
+    or its query blurred by diffusers' own hook (smoothed energy). Refused: partial dropout (random), partial skips,
+    other combinations."""
     if guider is None or pipeline is None or not bridged_denoisers(pipeline):
         return
     from diffusers.guiders.guider_utils import BaseGuidance
@@ -519,12 +540,13 @@ def check_guider(guider, pipeline, label: str):
         return
     denoiser = bridged_denoisers(pipeline)[0]
     family = denoiser.family
-    configs = getattr(guider, "skip_layer_config", None)
+    configs = next((c for c in (getattr(guider, name, None) for name in LAYER_CONFIGS) if c), None)
     why = [followed(c, family, denoiser) for c in configs] if configs else ["it hooks layers the bridge cannot map"]
     if not any(why):
         return
-    can = [*(["skip-layer guidance (whole blocks skipped)"] if family.block_stacks else []),
-           *(["perturbed attention (self-attention scores skipped), with its layers named by `fqn`"]
+    can = [*(["whole blocks skipped (skip-layer guidance; auto guidance with a dropout of 1)"]
+             if family.block_stacks else []),
+           *(["self-attention changed (perturbed attention, smoothed energy), with its layers named by `fqn`"]
              if family.attention_scores else [])]
     raise ConfigError(f"{label}: the guider {type(guider).__name__} works by hooking the denoiser's own layers "
                       f"(diffusers' layer hooks) in a way a ComfyUI MODEL behind Diffusers Pipeline From MODEL cannot "
@@ -534,8 +556,17 @@ def check_guider(guider, pipeline, label: str):
                         "AdaptiveProjectedGuidance, TangentialClassifierFreeGuidance, ...)")
 
 
+# a layer-hooking guider's configs of the layers it hooks (skip-layer, perturbed attention, auto guidance: diffusers'
+# LayerSkipConfig; smoothed energy: its SmoothedEnergyGuidanceConfig)
+LAYER_CONFIGS = ("skip_layer_config", "auto_guidance_config", "seg_guidance_config")
+
+
 def followed(config, family: Family, denoiser) -> str:
-    """Why the host's model cannot follow a layer-skip config on `denoiser` ("" where it can)."""
+    """Why the host's model cannot follow a layer config on `denoiser` ("" where it can)."""
+    if not hasattr(config, "dropout"):  # smoothed energy: the query of the blocks' self-attention blurred
+        return "" if _names_attention(config, family, denoiser) else (
+            f"a query blurred in {config.fqn!r}" + ("" if family.attention_scores else
+                                                    f" (no {family.name} self-attention the host can replace)"))
     if not math.isclose(config.dropout, 1.0):
         return f"a dropout of {config.dropout}"
     if config.skip_attention and config.skip_ff and not config.skip_attention_scores:
@@ -543,13 +574,18 @@ def followed(config, family: Family, denoiser) -> str:
             return ""
         return f"whole blocks of {config.fqn!r} skipped"
     if config.skip_attention_scores and not config.skip_attention and not config.skip_ff:
-        prefix = f"{config.fqn}."
-        if family.attention_scores and any(path.startswith(prefix) for path in denoiser.attention):
+        if _names_attention(config, family, denoiser):
             return ""
         return (f"attention scores skipped in {config.fqn!r}" if config.fqn != "auto" else
                 f"attention scores skipped in 'auto' blocks (diffusers' UNet has none: name them with `fqn`, e.g. "
                 f"'mid_block.attentions.0.transformer_blocks')")
     return "a partial skip (attention or feed-forward alone)"
+
+
+def _names_attention(config, family: Family, denoiser) -> bool:
+    """The config's `fqn` names blocks holding self-attention stand-ins of a family whose attention the host takes."""
+    prefix = f"{config.fqn}."
+    return family.attention_scores and any(path.startswith(prefix) for path in denoiser.attention)
 
 
 # --- the host's conditioning into the state -------------------------------------------------------

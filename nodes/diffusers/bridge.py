@@ -12,6 +12,7 @@ APPLY_MODEL / DIFFUSION_MODEL wrappers); afterwards `cleanup`, `cleanup_models`,
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 import uuid
 
@@ -99,7 +100,10 @@ class ComfyModel:
             # block handing its inputs on) and Perturbed Attention Guidance (an attn1 giving its values) patch it
             model_options = dict(model_options)
             for name, *where in skip:
-                patch = {"dit": skip_block, "attn1": attention_values}[name]
+                if name == "attn1_query":  # smoothed energy: the query changed, then ComfyUI's own attention
+                    name, patch, where = "attn1", functools.partial(query_attention, where[0]), where[1:]
+                else:
+                    patch = {"dit": skip_block, "attn1": attention_values}[name]
                 model_options = comfy.model_patcher.set_model_options_patch_replace(model_options, patch, name, *where)
         return comfy.samplers.calc_cond_batch(base, conds, x, sigma, model_options)[-1]
 
@@ -112,6 +116,16 @@ def skip_block(args, extra_args):
 def attention_values(q, k, v, extra_options, mask=None):
     """An attention whose scores are skipped: its values (ComfyUI's Perturbed Attention Guidance's attention)."""
     return v
+
+
+def query_attention(transform, q, k, v, extra_options, mask=None):
+    """A self-attention on a changed query (smoothed energy guidance: diffusers' own blur of it), by ComfyUI's own
+    attention for the model (its override, e.g. SDPA, applies), as ComfyUI's Self-Attention Guidance replaces one."""
+    import comfy.ldm.modules.attention as attention
+
+    return attention.optimized_attention(transform(q), k, v, extra_options["n_heads"], mask=mask,
+                                         attn_precision=extra_options.get("attn_precision"),
+                                         transformer_options=extra_options)
 
 
 def unet_attention(base) -> dict:
