@@ -36,17 +36,19 @@ def cell(entry) -> str:
 # modular.pipelines.bridge.FAMILIES (checked by tests/test_core_bridge.py against this table).
 BRIDGE = [
     ("StableDiffusionXL", "SDXL", "bridged: eps or v prediction on a discrete schedule; the steps and loop with any "
-                                  "guider that does not patch diffusers' UNet modules, and perturbed attention "
-                                  "(layers named by fqn); text2image, image2image and "
+                                  "guider that does not patch diffusers' UNet modules, perturbed attention and smoothed "
+                                  "energy (layers named by fqn); text2image, image2image and "
                                   "inpainting from a LATENT; the workflow node on the checkpoint's CLIP and VAE "
-                                  "(host tier: == pipe(), with a LoRA, with APG, with PAG, made "
+                                  "(host tier: == pipe(), with a LoRA, with APG, with PAG, with SEG, made "
                                   "v-prediction by ModelSamplingDiscrete, from VAE latents with and without a noise "
                                   "mask, == SamplerCustomAdvanced euler; the workflow node == its wiring from "
                                   "ComfyUI's nodes)"),
     ("StableDiffusion3", "SD3", "bridged: flow matching with the MODEL's shift; the steps and loop with any guider "
-                                "that does not patch diffusers' transformer modules, and skip-layer guidance; "
+                                "that does not patch diffusers' transformer modules, skip-layer guidance and auto "
+                                "guidance with a dropout of 1; "
                                 "text2image and image2image; the workflow node on the checkpoint's CLIP and VAE "
-                                "(host tier: == pipe(), with APG, with SkipLayerGuidance, from VAE latents, == "
+                                "(host tier: == pipe(), with APG, with SkipLayerGuidance, with AutoGuidance, from VAE "
+                                "latents, == "
                                 "SamplerCustomAdvanced euler; "
                                 "the MODEL from Load Diffusion Model)"),
     ("Flux", "Flux", "bridged: Flux.1 dev / schnell: flow matching with the MODEL's (exponential) shift, the packed "

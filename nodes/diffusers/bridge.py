@@ -343,7 +343,7 @@ class ConditioningToState:
     DESCRIPTION = ("CLIP Text Encode's CONDITIONING (positive, and negative for guidance) as the text embeddings a "
                    "bridged pipeline's steps read (SDXL: prompt_embeds and pooled_prompt_embeds, and the negative "
                    "ones), with an Empty Latent Image's size and batch as the call's height, width and images per "
-                   "prompt; a LATENT with content (VAE Encode's) as the image2image steps' image_latents, and its noise mask as "
+                   "prompt (a video LATENT's, e.g. Empty Hunyuan Latent Video's for Wan, also its num_frames); a LATENT with content (VAE Encode's) as the image2image steps' image_latents, and its noise mask as "
                    "the inpainting steps' mask. Areas, masks, ControlNets and timestep ranges on the conditioning are "
                    "refused.")
     CATEGORY = CATEGORY
