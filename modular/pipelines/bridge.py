@@ -250,37 +250,65 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
     addition_time_embed_dim, projection_class_embeddings_input_dim; SD3's joint_attention_dim, patch_size).
     `attention`: the model's self-attention layers, {diffusers' module path (e.g.
     "mid_block.attentions.0.transformer_blocks.0.attn1"): the host's key for it (e.g. ("middle", 0, 0))}: stand-ins
-    at those paths take a guider's attention hooks (perturbed attention), which the host then follows."""
+    at those paths take a guider's attention hooks (perturbed attention, smoothed energy), which the host then
+    follows."""
+    return denoiser_class()(family, host, config, dtype, device, scale_factor, attention or {})
+
+
+_DENOISER = []
+
+
+def denoiser_class():
+    """The bridged denoiser's module class (made once, at first use: this module imports no torch at start-up)."""
+    if _DENOISER:
+        return _DENOISER[0]
     import torch
     from diffusers.configuration_utils import FrozenDict
 
     class BridgedDenoiser(torch.nn.Module):
+        """A family's denoiser on the host's model (`make_denoiser`)."""
+
         HOST_MODEL = True  # loaded by the host's sampling session, never as a pipeline module
 
-        def __init__(self):
+        def __init__(self, family: Family, host: HostModel, config: dict, dtype, device, scale_factor: int,
+                     attention: dict):
             super().__init__()
             self.family, self.config = family, FrozenDict(config)
             self.host = host  # not a submodule: diffusers must never move or offload the host's weights
             self.run = None  # the run's components (its guider: is a batch the unconditional one)
             self.calls = 0
+            self._dtype, self._device, self.scale_factor = dtype, device, scale_factor
             for stack, (_, count) in family.block_stacks.items():  # stand-ins for a guider's layer-skip hooks
                 setattr(self, stack, torch.nn.ModuleList(host_block()() for _ in range(config[count])))
-            self.attention = {path: stand_in_at(self, path) for path in (attention or {})}
+            self.attention = {path: stand_in_at(self, path) for path in attention}
+            self.attention_keys = dict(attention)
             adm = config.get("projection_class_embeddings_input_dim")
             if adm is not None:  # read by SDXL's _get_add_time_ids
                 self.add_embedding = types.SimpleNamespace(linear_1=types.SimpleNamespace(in_features=adm))
 
         @property
         def dtype(self):
-            return dtype
+            return self._dtype
 
         @property
         def device(self):
-            return device
+            return self._device
+
+        def skipped(self) -> list:
+            """What the guider's hooks on the stand-ins ask the host to skip or change in this batch."""
+            skip = [("dit", kind, i) for stack, (kind, _) in self.family.block_stacks.items()
+                    for i, block in enumerate(getattr(self, stack)) if compat.hooked(block)]
+            for path, layer in self.attention.items():
+                if compat.hooked(layer):  # its scores skipped (perturbed attention)
+                    skip.append(("attn1", *self.attention_keys[path]))
+                elif compat.hooked(layer.to_q):  # its query changed first (smoothed energy: diffusers' blur)
+                    skip.append(("attn1_query", query_transform(layer.to_q), *self.attention_keys[path]))
+            return skip
 
         def forward(self, *args, **kwargs):
             self.calls += 1
-            call = family.unpack(args, kwargs, scale_factor)
+            family, host = self.family, self.host
+            call = family.unpack(args, kwargs, self.scale_factor)
             sample = call.sample
             batch = sample.shape[0]
             t = torch.as_tensor(call.timestep).float().reshape(-1).expand(batch)
@@ -294,20 +322,14 @@ def make_denoiser(family: Family, host: HostModel, config: dict, dtype, device, 
                 x = sample.float() * (s ** 2 + host.sigma_data ** 2) ** 0.5
             guider = getattr(self.run, "guider", None) if self.run is not None else None
             uncond = guider is not None and getattr(guider, "is_conditional", True) is False
-            skip = [("dit", kind, i) for stack, (kind, _) in family.block_stacks.items()
-                    for i, block in enumerate(getattr(self, stack)) if compat.hooked(block)]
-            for path, layer in self.attention.items():
-                if compat.hooked(layer):  # its scores skipped (perturbed attention)
-                    skip.append(("attn1", *attention[path]))
-                elif compat.hooked(layer.to_q):  # its query changed first (smoothed energy: diffusers' blur)
-                    skip.append(("attn1_query", query_transform(layer.to_q), *attention[path]))
-            denoised = host.denoise(x, sigma, call.rows, uncond, skip=skip)
+            denoised = host.denoise(x, sigma, call.rows, uncond, skip=self.skipped())
             # epsilon (discrete) or the flow velocity noise - x0 (flow): both (x - x0) / sigma
             pred = ((x - denoised.float()) / s).to(sample.dtype)
             pred = call.back(pred) if call.back is not None else pred
             return types.SimpleNamespace(sample=pred) if kwargs.get("return_dict", True) else (pred,)
 
-    return BridgedDenoiser()
+    _DENOISER.append(BridgedDenoiser)
+    return BridgedDenoiser
 
 
 def query_transform(to_q):
