@@ -131,6 +131,7 @@ TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE = "tiny-flux-comfy", "tiny-flux-comfy.safe
 TINY_SD3_PIPELINE = "tiny-sd3"
 TINY_FLUX = "tiny-flux"
 TINY_WAN = "tiny-wan"  # Wan 2.1 text-to-video
+TINY_QWENIMAGE_COMFY = "tiny-qwenimage-comfy"  # Qwen-Image with ComfyUI's latent format (16 channels)
 PICKLE_ONLY = "pickle-only"
 
 
@@ -142,7 +143,7 @@ def install_tiny_pipelines(server: "ComfyServer", fixtures: Path):
     sdxl = root / TINY_SDXL
     for kind, folder in (("sdxl", sdxl), ("sdxl-comfy", root / TINY_SDXL_COMFY),
                          ("sd3-comfy", root / TINY_SD3_COMFY), ("flux-comfy", root / TINY_FLUX_COMFY), ("sd3", root / TINY_SD3_PIPELINE), ("flux", root / TINY_FLUX),
-                         ("wan", root / TINY_WAN)):
+                         ("wan", root / TINY_WAN), ("qwenimage-comfy", root / TINY_QWENIMAGE_COMFY)):
         if not (folder / "model_index.json").is_file():
             r = subprocess.run([server.python, str(fixtures / "tiny_diffusers.py"), kind, str(folder)],
                                capture_output=True, text=True)

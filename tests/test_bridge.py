@@ -11,7 +11,7 @@ import json
 import pytest
 
 from comfy_host import (TINY_FLUX_COMFY, TINY_FLUX_COMFY_FILE, TINY_SD3_COMFY, TINY_SD3_COMFY_FILE, TINY_SDXL_COMFY,
-                        TINY_SDXL_LORA, TINY_WAN, Graph, require_host, widget_values)
+                        TINY_QWENIMAGE_COMFY, TINY_SDXL_LORA, TINY_WAN, Graph, require_host, widget_values)
 from conftest import REPORT
 
 require_host()
@@ -56,6 +56,16 @@ FAMILIES = {
                       ("PrepareLatentsStep", {"generator": SEED})],
             "loop": "ModularLoop_WanDenoiseStep", "empty": "EmptyHunyuanLatentVideo", "empty_inputs": {"length": 5},
             "call": {"num_frames": 5}, "frames": 2, "channels": 16},
+    # Qwen-Image text2image: ComfyUI's Qwen-Image network on the tiny folder's weights, its shift set by
+    # ModelSamplingAuraFlow as ComfyUI's Qwen-Image workflows do (the folder's static shift: 3.0); its LATENT has
+    # ComfyUI's frame axis ([B, 16, 1, H, W])
+    "qwen": {"family": "QwenImage", "folder": TINY_QWENIMAGE_COMFY,
+             "model": ("MLTest_ComfyQwenImage", {"folder": TINY_QWENIMAGE_COMFY}),
+             "sampling": ("ModelSamplingAuraFlow", {"shift": 3.0}),
+             "steps": [("TextInputsStep", {}), ("PrepareLatentsStep", {"generator": SEED}),
+                       ("SetTimestepsStep", {"num_inference_steps": STEPS}), ("RoPEInputsStep", {})],
+             "after": [("AfterDenoiseStep", {})],
+             "loop": "ModularLoop_QwenImageDenoiseStep", "empty": "EmptySD3LatentImage", "frames": 1, "channels": 16},
 }
 GUIDED = [f for f in FAMILIES if FAMILIES[f].get("negative", True)]  # Flux.1-dev is guidance-distilled: no guider
 
@@ -162,7 +172,8 @@ def test_diffusers_loop_on_a_comfyui_model_equals_diffusers_own_pipe(server, inf
                   f"|latent| max {got['max_abs_a']:.3g}")
     # ComfyUI's model management loaded the MODEL (ComfyUI's SDXL class), as KSampler does
     calls = json.loads(run.text(loaded))
-    assert any({"sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan": "WAN21"}[family] in names for names in calls), calls
+    assert any({"sdxl": "SDXL", "sd3": "SD3", "flux": "Flux", "wan": "WAN21", "qwen": "QwenImage"}[family] in names
+               for names in calls), calls
 
 
 def test_a_lora_changes_the_bridged_loop_as_it_changes_diffusers_unet(server, info):
@@ -212,7 +223,7 @@ def test_a_diffusers_guider_node_guides_the_bridged_loop(server, info, family):
     assert changed["max_abs_diff"] > 50 * REL * got["max_abs_a"], changed  # APG is not CFG (50x the tolerance)
 
 
-@pytest.mark.parametrize("family", ["sd3", "wan"])
+@pytest.mark.parametrize("family", ["sd3", "wan", "qwen"])
 def test_skip_layer_guidance_skips_the_same_blocks_of_comfyuis_model(server, info, family):
     # diffusers' SkipLayerGuidance hooks whole transformer blocks of its model for its skip batch; behind the bridge
     # its hooks land on stand-ins for the MODEL's blocks, and ComfyUI's MMDiT skips those (its "dit" block
@@ -489,7 +500,7 @@ def test_comfyuis_wrappers_and_patches_run_inside_the_bridged_loop(server, info)
 
 @pytest.mark.parametrize("case", ["sd15_model", "sd15_conditioning", "area", "latent_channels", "sd3_noise_mask",
                                   "folder_pipeline", "layer_hook_guider", "vae_channels", "clip_skip",
-                                  "wan_image_latent"])
+                                  "wan_image_latent", "qwen_noise_mask"])
 def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     g = Graph()
     family = case.split("_")[0]
@@ -519,6 +530,12 @@ def test_bad_input_to_the_bridge_is_named_before_the_loop(server, info, case):
     elif case == "wan_image_latent":  # an image's latent (4-D) for a video model
         chain.to_state.set(latent=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE, batch_size=1))
         expect = {"node": chain.to_state, "text": ["'latent'", "not a video LATENT", "frames", "Wan"]}
+    elif case == "qwen_noise_mask":  # Qwen-Image is bridged for text2image only
+        masked = g.node("SetLatentNoiseMask", samples=g.node("EmptySD3LatentImage", width=SIZE, height=SIZE,
+                                                             batch_size=1),
+                        mask=g.node("SolidMask", value=1.0, width=SIZE, height=SIZE))
+        chain.to_state.set(latent=masked)
+        expect = {"node": chain.to_state, "text": ["'latent'", "noise mask", "text2image only"]}
     elif case == "layer_hook_guider":  # perturbed attention hooks diffusers' attention layers: none behind the bridge
         cls = "ModularGuider_PerturbedAttentionGuidance"
         chain.loop.set(guider=g.node(cls, **widgets(info, cls, perturbed_guidance_layers="[1]")))

@@ -212,6 +212,40 @@ def test_wan_takes_video_latents_as_they_are_and_steps_with_unipc_on_the_host_mo
                     encoder_hidden_states_image=torch.randn(2, 257, 32), return_dict=False)
 
 
+QWEN = bridge.family_for("QwenImage")
+
+
+def test_qwenimage_unpacks_diffusers_latents_with_comfyuis_frame_axis_and_packs_its_velocity_back():
+    from diffusers import QwenImagePipeline
+
+    host = FakeHost()
+    config = {"in_channels": 64, "out_channels": 16, "latent_channels": 16, "patch_size": 2,
+              "joint_attention_dim": 16, "num_layers": 2}
+    transformer = bridge.make_denoiser(QWEN, host, config, torch.float32, torch.device("cpu"))
+    # diffusers' loop passes only what the transformer declares: the bridged one declares diffusers' own
+    import inspect
+    assert "img_shapes" in inspect.signature(transformer.forward).parameters
+    latents = torch.randn(1, 16, 1, 8, 6)  # ComfyUI's layout: [B, C, 1, H, W]
+    packed = QwenImagePipeline._pack_latents(latents, 1, 16, 8, 6)
+    ehs = torch.randn(1, 5, 16)
+    v = transformer(hidden_states=packed, timestep=torch.tensor([0.6]), encoder_hidden_states=ehs,
+                    encoder_hidden_states_mask=torch.ones(1, 5), img_shapes=[[(1, 4, 3)]], return_dict=False)[0]
+    call = host.seen[-1]
+    assert torch.equal(call["x"], latents) and torch.allclose(call["sigma"], torch.tensor([0.6]))  # sigma itself
+    assert torch.allclose(v, (packed - 0.5 * packed) / 0.6, rtol=1e-6) and v.shape == packed.shape
+    assert set(call["rows"][0]) == {"cross_attn"}
+    with pytest.raises(ConfigError, match="padding"):  # a padded batch of prompts
+        transformer(hidden_states=packed, timestep=torch.tensor([0.6]), encoder_hidden_states=ehs,
+                    encoder_hidden_states_mask=torch.tensor([[1, 1, 1, 0, 0]]), img_shapes=[[(1, 4, 3)]])
+    # its conditioning: the embeddings with a mask keeping them all
+    values = bridge.conditioning_values(QWEN, [[ehs, {}]], None, 16, None, "node")
+    assert torch.equal(values["prompt_embeds"], ehs) and torch.equal(values["prompt_embeds_mask"],
+                                                                     torch.ones(1, 5, dtype=torch.long))
+    # its shift: the host's, linear (ModelSamplingAuraFlow) or exponential (its own ModelSamplingFlux)
+    linear, exponential = bridge.scheduler_for(QWEN, shift=3.0, exponential=False), bridge.scheduler_for(QWEN, shift=1.15)
+    assert linear.config.shift == 3.0 and abs(exponential.config.shift - 3.1582) < 1e-3
+
+
 FLUX = bridge.family_for("Flux")
 
 

@@ -65,7 +65,13 @@ BRIDGE = [
                      "wiring from ComfyUI's nodes; ComfyUI's Wan network carrying the folder's weights). Not yet: "
                      "image2video (a 36-channel MODEL is refused)"),
     ("Wan 2.2 TI2V 5B", "WAN22", "not yet: 48-channel latents, per-token timesteps"),
-    ("QwenImage", "QwenImage", "not yet: packed latents"),
+    ("QwenImage", "QwenImage", "bridged: Qwen-Image text2image: flow matching with the MODEL's shift (ModelSamplingAuraFlow's, "
+                               "or its own exponential one), diffusers' packed latents unpacked for ComfyUI's network "
+                               "(its [B, 16, 1, H, W] latents), the text embeddings with a mask that keeps them all; "
+                               "the steps and loop with any guider that does not patch diffusers' transformer "
+                               "modules, and skip-layer guidance (host tier: == pipe(), with APG, with "
+                               "SkipLayerGuidance; ComfyUI's Qwen-Image network carrying the folder's weights). Not "
+                               "yet: image2image / inpainting / edit, the workflow node on a CLIP and VAE"),
     ("ZImage", "Lumina2", "not yet"),
     ("HunyuanVideo 1.5", "HunyuanVideo", "not yet"),
     ("LTX-2", "LTXAV", "not yet: audio and video latents"),

@@ -106,6 +106,12 @@ class Family:
     shift_option: str = "shift"  # flow: the scheduler's name for the shift (UniPC with flow sigmas: flow_shift)
     # the latents are a video's ([B, C, frames, H, W]): a LATENT gives the call's num_frames and videos per prompt
     video: bool = False
+    embeds_mask: bool = False  # the family's steps also read a mask of the text embeddings (Qwen-Image)
+    host_packing: int = 1  # the host's model config counts its input channels over packed patches (Qwen-Image: 4)
+    from_image: bool = True  # a LATENT with content (VAE Encode's) starts the family's image2image steps
+    # diffusers' denoiser class: its forward's signature is the bridged denoiser's (loops that pass only the
+    # arguments the denoiser declares read it, e.g. Qwen-Image's img_shapes)
+    model_class: str = ""
 
 
 def _argument(args, kwargs, index, name):
@@ -182,29 +188,63 @@ def _wan_call(args, kwargs, scale_factor: int) -> Call:
     return Call(sample, timestep, [{"cross_attn": encoder_hidden_states[i:i + 1]} for i in range(sample.shape[0])])
 
 
+def _qwenimage_call(args, kwargs, scale_factor: int) -> Call:
+    """Qwen-Image's `transformer(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_mask,
+    img_shapes)`: diffusers' packed 2 x 2 latents unpacked for the host model (which packs them itself: [B, C, 1, H,
+    W]), their size read from `img_shapes`, with diffusers' own `_unpack_latents` / `_pack_latents`; per batch row,
+    the text embeddings (ComfyUI's Qwen-Image `extra_conds`: c_crossattn), which a mask must keep whole."""
+    from diffusers import QwenImagePipeline
+
+    packed, timestep = _argument(args, kwargs, 0, "hidden_states"), kwargs.get("timestep")
+    encoder_hidden_states = kwargs.get("encoder_hidden_states")
+    mask = kwargs.get("encoder_hidden_states_mask")
+    if mask is not None and not bool(mask.bool().all()):
+        raise ConfigError("Qwen-Image: text embeddings with padding (prompts of different lengths in one batch) are "
+                          "not bridged: run one prompt at a time")
+    shapes = kwargs.get("img_shapes")
+    frames, rows_h, cols_w = shapes[0][0]
+    height, width = 2 * rows_h, 2 * cols_w  # latent rows / columns
+    if frames != 1 or packed.shape[1] != rows_h * cols_w:
+        raise ConfigError("Qwen-Image: image latents beside the generated one (edit, layered) are not bridged")
+    sample = QwenImagePipeline._unpack_latents(packed, height * scale_factor, width * scale_factor, scale_factor)
+    rows = [{"cross_attn": encoder_hidden_states[i:i + 1]} for i in range(sample.shape[0])]
+
+    def back(pred):
+        return QwenImagePipeline._pack_latents(pred, pred.shape[0], pred.shape[1], height, width)
+
+    return Call(sample, timestep, rows, back)
+
+
 FAMILIES = (
     # SDXL's hub scheduler: Euler, "leading" spacing with steps_offset 1 (its betas are the host model's)
     Family("StableDiffusionXL", "StableDiffusionXLAutoBlocks", "unet", ("SDXL",), "EulerDiscreteScheduler",
            _sdxl_call, {"timestep_spacing": "leading", "steps_offset": 1, "interpolation_type": "linear"},
-           prompts={"prompt": "l", "prompt_2": "g"}, attention_scores=True),
+           prompts={"prompt": "l", "prompt_2": "g"}, attention_scores=True, model_class="UNet2DConditionModel"),
     # SD3's hub scheduler: flow-matching Euler (its shift is the host model's)
     Family("StableDiffusion3", "StableDiffusion3AutoBlocks", "transformer", ("SD3",),
            "FlowMatchEulerDiscreteScheduler", _sd3_call, flow=True,
            prompts={"prompt": "l", "prompt_2": "g", "prompt_3": "t5xxl"},
-           block_stacks={"transformer_blocks": ("double_block", "num_layers")}),
+           block_stacks={"transformer_blocks": ("double_block", "num_layers")}, model_class="SD3Transformer2DModel"),
     # Flux: flow-matching Euler with the host's exponential shift; the conditioning's guidance (Flux Guidance) is
     # diffusers' guidance_scale
     Family("Flux", "FluxAutoBlocks", "transformer", ("Flux",), "FlowMatchEulerDiscreteScheduler", _flux_call,
            flow=True, timestep_scale=1.0, exponential_shift=True, options={"guidance": "guidance_scale"},
            prompts={"prompt": "l", "prompt_2": "t5xxl"},
            block_stacks={"transformer_blocks": ("double_block", "num_layers"),
-                         "single_transformer_blocks": ("single_block", "num_single_layers")}),
+                         "single_transformer_blocks": ("single_block", "num_single_layers")},
+           model_class="FluxTransformer2DModel"),
     # Wan 2.1 text2video (and Wan 2.2's 14B experts, one at a time: the same network): UniPC on flow sigmas (its hub
     # scheduler), its shift the host model's (ComfyUI's ModelSamplingSD3 sets it); no pooled vector
     Family("Wan", "WanBlocks", "transformer", ("WAN21",), "UniPCMultistepScheduler", _wan_call,
            {"prediction_type": "flow_prediction", "use_flow_sigmas": True}, flow=True, pooled=False,
            prompts={"prompt": "umt5xxl"}, block_stacks={"blocks": ("double_block", "num_layers")},
-           shift_option="flow_shift", video=True),
+           shift_option="flow_shift", video=True, model_class="WanTransformer3DModel"),
+    # Qwen-Image text2image: flow-matching Euler on the host's shift (ModelSamplingAuraFlow's, or the model's own
+    # exponential one); diffusers' timestep is sigma; its text embeddings come with a mask (all kept)
+    Family("QwenImage", "QwenImageAutoBlocks", "transformer", ("QwenImage",), "FlowMatchEulerDiscreteScheduler",
+           _qwenimage_call, flow=True, timestep_scale=1.0, exponential_shift=True, pooled=False, embeds_mask=True,
+           host_packing=4, model_class="QwenImageTransformer2DModel", from_image=False,
+           block_stacks={"transformer_blocks": ("double_block", "num_layers")}),
 )
 
 
@@ -229,14 +269,17 @@ def discrete_betas(sigmas):
     return (1.0 - alphas_cumprod / previous).float()
 
 
-def scheduler_for(family: Family, sigmas=None, shift: float | None = None):
+def scheduler_for(family: Family, sigmas=None, shift: float | None = None, exponential: bool | None = None):
     """The family's diffusers scheduler on the host model's schedule: a discrete one from its sigma per training
-    timestep (`sigmas`), predicting epsilon (what the denoiser gives); a flow-matching one with its `shift`."""
+    timestep (`sigmas`), predicting epsilon (what the denoiser gives); a flow-matching one with its `shift`
+    (`exponential`: the shift is mu of an exponential time shift, as the host's Flux sampling takes it; by default
+    the family's)."""
     import diffusers
 
     cls = getattr(diffusers, family.scheduler)
     if family.flow:  # (an exponential shift mu is the static shift exp(mu): the same schedule)
-        shift = math.exp(shift) if family.exponential_shift else shift
+        exponential = family.exponential_shift if exponential is None else exponential
+        shift = math.exp(shift) if exponential else shift
         return cls(num_train_timesteps=1000, **{family.shift_option: float(shift)}, **family.scheduler_config)
     betas = discrete_betas(sigmas)
     return cls(num_train_timesteps=len(betas), trained_betas=betas.tolist(), prediction_type=EPSILON,
@@ -282,6 +325,8 @@ def denoiser_class():
                 setattr(self, stack, torch.nn.ModuleList(host_block()() for _ in range(config[count])))
             self.attention = {path: stand_in_at(self, path) for path in attention}
             self.attention_keys = dict(attention)
+            if family.model_class:  # diffusers' denoiser's forward signature, for loops that read it
+                self.forward = declared_forward(self, family.model_class)
             adm = config.get("projection_class_embeddings_input_dim")
             if adm is not None:  # read by SDXL's _get_add_time_ids
                 self.add_embedding = types.SimpleNamespace(linear_1=types.SimpleNamespace(in_features=adm))
@@ -330,6 +375,22 @@ def denoiser_class():
 
     _DENOISER.append(BridgedDenoiser)
     return BridgedDenoiser
+
+
+def declared_forward(denoiser, model_class: str):
+    """`denoiser`'s forward with the signature of diffusers' `model_class`'s forward (without `self`)."""
+    import inspect
+
+    import diffusers
+
+    method = type(denoiser).forward
+    declared = inspect.signature(getattr(diffusers, model_class).forward)
+
+    def forward(*args, **kwargs):
+        return method(denoiser, *args, **kwargs)
+
+    forward.__signature__ = declared.replace(parameters=list(declared.parameters.values())[1:])
+    return forward
 
 
 def query_transform(to_q):
@@ -625,12 +686,17 @@ def conditioning_values(family: Family, positive, negative, context_dim: int, po
     family's steps read (SDXL: prompt_embeds, pooled_prompt_embeds and the negative ones), after checking it fits
     the model (`context_dim`: its text embedding width; `pooled_dim`: its pooled vector's). What the bridge cannot
     honour (areas, masks, ControlNets, timestep ranges, hooks) is refused by name, never dropped."""
+    import torch
+
     values = {}
     for prefix, name, conditioning in (("", "positive", positive), ("negative_", "negative", negative)):
         if conditioning is None:
             continue
         embeds, pooled = _one_conditioning(conditioning, f"{label}: '{name}'", context_dim, pooled_dim, family)
         values[f"{prefix}prompt_embeds"] = embeds
+        if family.embeds_mask:  # the host's embeddings are the prompt's own tokens: all kept
+            values[f"{prefix}prompt_embeds_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long,
+                                                               device=embeds.device)
         if family.pooled:
             values[f"{prefix}pooled_prompt_embeds"] = pooled
         if not prefix:

@@ -159,7 +159,8 @@ def model_family(model, label: str) -> bridge.Family:
                           f"{type(sampling).__name__}: only {' / '.join(types_)} on a {kind} schedule is bridged for "
                           f"{family.name}")
     unet = base.model_config.unet_config
-    channels, latent = unet.get("in_channels", unet.get("in_dim")), base.latent_format.latent_channels
+    channels = unet.get("in_channels", unet.get("in_dim")) // family.host_packing
+    latent = base.latent_format.latent_channels
     if channels != latent:
         raise ConfigError(f"{label}: a {type(base).__name__} model taking {channels} input channels for latents of "
                           f"{latent} (an inpainting or other conditioned model: it takes the image beside the "
@@ -206,8 +207,19 @@ def wan_config(base) -> dict:
             "attention_head_dim": unet.get("dim", 2048) // heads}
 
 
+def qwenimage_config(base) -> dict:
+    """What diffusers' Qwen-Image blocks read of `transformer.config`, from ComfyUI's Qwen-Image model: its
+    transformer takes the 2 x 2 packed latents (in_channels 4 x the latent channels), as ComfyUI's config says."""
+    unet = base.model_config.unet_config
+    channels = base.latent_format.latent_channels
+    return {"in_channels": unet.get("in_channels", 4 * channels), "out_channels": unet.get("out_channels", channels),
+            "latent_channels": channels, "patch_size": unet.get("patch_size", 2),
+            "joint_attention_dim": unet.get("joint_attention_dim", 3584), "num_layers": unet["num_layers"],
+            "guidance_embeds": bool(unet.get("guidance_embeds", False))}
+
+
 DENOISER_CONFIG = {"StableDiffusionXL": sdxl_config, "StableDiffusion3": sd3_config, "Flux": flux_config,
-                   "Wan": wan_config}
+                   "Wan": wan_config, "QwenImage": qwenimage_config}
 
 
 class ComfyText:
@@ -256,8 +268,8 @@ def bridged_pipeline(model, label: str = FROM_MODEL, clip=None, vae=None):
                                     attention=unet_attention(base) if family.attention_scores else None)
     pipeline = getattr(diffusers, family.blocks)().init_pipeline()
     sampling = host.model_sampling
-    scheduler = (bridge.scheduler_for(family, shift=float(sampling.shift)) if family.flow else
-                 bridge.scheduler_for(family, sampling.sigmas.detach().cpu()))
+    scheduler = (bridge.scheduler_for(family, shift=float(sampling.shift), exponential=exponential_shift(sampling))
+                 if family.flow else bridge.scheduler_for(family, sampling.sigmas.detach().cpu()))
     components = {family.denoiser: denoiser, "scheduler": scheduler}
     latent_format = base.latent_format
     if vae is not None:
@@ -270,10 +282,29 @@ def bridged_pipeline(model, label: str = FROM_MODEL, clip=None, vae=None):
                                             getattr(latent_format, "shift_factor", None), downscale,
                                             temporal=temporal, **per_channel(latent_format))
     pipeline.update_components(**components)
-    setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out, from_host=base.process_latent_in))
+    setattr(pipeline, LATENT_IO, types.SimpleNamespace(to_host=base.process_latent_out,
+                                                       from_host=lambda samples: base.process_latent_in(
+                                                           with_frames(samples, latent_format))))
     if clip is not None:
         setattr(pipeline, bridge.HOST_TEXT, ComfyText(clip))
     return pipeline
+
+
+def exponential_shift(sampling) -> bool:
+    """Whether a MODEL's flow-matching schedule shifts exponentially by mu (ComfyUI's ModelSamplingFlux: Flux's, and
+    Qwen-Image's own) or linearly by its shift (ModelSamplingDiscreteFlow: SD3's, Wan's, and what
+    ModelSamplingAuraFlow / ModelSamplingSD3 set)."""
+    import comfy.model_sampling
+
+    return isinstance(sampling, comfy.model_sampling.ModelSamplingFlux)
+
+
+def with_frames(samples, latent_format):
+    """A 4-D LATENT of a model whose latents have a frame axis (Qwen-Image's Wan VAE latents: [B, C, 1, H, W]) with
+    that axis, as ComfyUI's samplers add it (`fix_empty_latent_channels`)."""
+    if getattr(latent_format, "latent_dimensions", 2) == 3 and samples.ndim == 4:
+        return samples.unsqueeze(2)
+    return samples
 
 
 def vae_factors(vae) -> tuple:
@@ -393,6 +424,8 @@ def latent_values(latent, prompts: int, family: bridge.Family, config, pipeline)
 
     samples = latent.get("samples") if isinstance(latent, dict) else None
     where = f"{TO_STATE}: 'latent'"
+    if not family.video and samples is not None and samples.ndim == 5 and samples.shape[2] == 1:
+        samples = samples[:, :, 0]  # an image in a frame axis (Qwen-Image's LATENTs after its VAE or a sampler)
     dims, layout = (5, "[batch, channels, frames, height, width]") if family.video else (4, "[batch, channels, height, width]")
     if samples is None or samples.ndim != dims:
         shape = None if samples is None else tuple(samples.shape)
@@ -418,13 +451,15 @@ def latent_values(latent, prompts: int, family: bridge.Family, config, pipeline)
     mask = latent.get("noise_mask")
     if mask is None and not bool(samples.abs().max() > 0):
         return values  # an empty latent: text2image
-    workflows = compat.workflow_names(pipeline.blocks)
+    workflows = compat.workflow_names(pipeline.blocks) if family.from_image else []
     wanted = "inpainting" if mask is not None else "image2image"
     if wanted not in workflows:
         what = "a noise mask (inpainting)" if mask is not None else "content (VAE Encode's: image2image)"
         fix = "remove Set Latent Noise Mask" if mask is not None else "use an empty latent"
-        raise ConfigError(f"{where}: a LATENT with {what}, but diffusers' {type(pipeline.blocks).__name__} has no "
-                          f"{wanted} workflow (it has {', '.join(workflows) or 'none named'}); {fix}")
+        has = (f"has no {wanted} workflow (it has {', '.join(workflows) or 'none named'})" if family.from_image else
+               f"is bridged for text2image only (its {wanted} from a LATENT: not yet)")
+        raise ConfigError(f"{where}: a LATENT with {what}, but diffusers' {type(pipeline.blocks).__name__} {has}; "
+                          f"{fix}")
     values["image_latents"] = from_host_latent(pipeline, samples)
     if mask is not None:
         values["mask"] = comfy.utils.reshape_mask(mask.float(), (samples.shape[0], 1, *samples.shape[2:]))
